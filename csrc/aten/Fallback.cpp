@@ -1,0 +1,202 @@
+// Fallback.cpp - the routing kernel: every op on flagos tensors that has no
+// kernel of its own for PrivateUse1 arrives here, boxed.
+//
+// native: alias the flagos arguments as vendor tensors over the same memory,
+// redispatch to the vendor's kernel, map the results back (Storage.h).
+// cpu: PyTorch's own boxed CPU fallback (copy in, compute, copy back).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/CPUFallback.h>
+#include <c10/util/Logging.h>
+#include <torch/library.h>
+
+#include <iostream>
+#include <mutex>
+#include <unordered_set>
+
+#include "aten/Routing.h"
+#include "aten/Storage.h"
+#include "runtime/Generator.h"
+
+namespace torch_fl {
+namespace {
+
+bool is_flagos(const at::Tensor& t) {
+  return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
+}
+
+bool is_optional_generator(const c10::Argument& arg) {
+  const auto& type = arg.type();
+  if (type->kind() != c10::TypeKind::OptionalType) return false;
+  return type->castRaw<c10::OptionalType>()->getElementType()->kind() == c10::TypeKind::GeneratorType;
+}
+
+// The one device all flagos arguments are on; an error names the op and the
+// two devices when they disagree, as CUDA does for cuda:0 vs cuda:1.
+struct DeviceFinder {
+  const OpPlan& plan;
+  c10::DeviceIndex device = -1;
+
+  void see(const at::Tensor& t) {
+    if (!is_flagos(t)) return;
+    see(t.device().index());
+  }
+  void see(c10::DeviceIndex index) {
+    if (device < 0) {
+      device = index;
+      return;
+    }
+    TORCH_CHECK(device == index, "flagos: ", plan.name,
+                " expected all tensors to be on the same device, but found at least two devices, "
+                "flagos:", static_cast<int>(device), " and flagos:", static_cast<int>(index), "!");
+  }
+};
+
+c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack, size_t begin) {
+  DeviceFinder finder{plan};
+  for (size_t i = begin; i < stack.size(); ++i) {
+    const auto& v = stack[i];
+    if (v.isTensor()) {
+      finder.see(v.toTensor());
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) finder.see(t);
+    } else if (v.isOptionalTensorList()) {
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+        if (t.has_value()) finder.see(*t);
+      }
+    } else if (v.isDevice() && v.toDevice().type() == c10::DeviceType::PrivateUse1) {
+      finder.see(v.toDevice().has_index()
+                     ? v.toDevice().index()
+                     : c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index());
+    }
+  }
+  if (finder.device < 0) {
+    finder.device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+  }
+  return finder.device;
+}
+
+// A mutated argument and the alias the kernel saw, to copy changes back.
+struct MutatedArg {
+  at::Tensor flagos;
+  at::Tensor alias;
+};
+
+void native_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
+  const auto& args = op.schema().arguments();
+  const size_t num_args = args.size();
+  const size_t begin = stack->size() - num_args;
+  NativeScope scope(find_device(plan, *stack, begin));
+  c10::SmallVector<MutatedArg, 2> mutated;
+
+  for (size_t i = 0; i < num_args; ++i) {
+    c10::IValue& v = (*stack)[begin + i];
+    const bool writes = args[i].alias_info() && args[i].alias_info()->isWrite();
+    if (v.isTensor()) {
+      const at::Tensor& t = v.toTensor();
+      if (!is_flagos(t)) continue;
+      at::Tensor alias = scope.alias(t);
+      if (writes) mutated.push_back({t, alias});
+      v = std::move(alias);
+    } else if (v.isTensorList()) {
+      auto list = v.toTensorList();
+      c10::List<at::Tensor> aliased;  // a new list: the caller's is shared
+      aliased.reserve(list.size());
+      for (const at::Tensor& t : list) {
+        if (!is_flagos(t)) {
+          aliased.push_back(t);
+          continue;
+        }
+        at::Tensor alias = scope.alias(t);
+        if (writes) mutated.push_back({t, alias});
+        aliased.push_back(std::move(alias));
+      }
+      v = std::move(aliased);
+    } else if (v.isOptionalTensorList()) {
+      auto list = v.toOptionalTensorList();
+      c10::List<std::optional<at::Tensor>> aliased;
+      aliased.reserve(list.size());
+      for (const std::optional<at::Tensor>& t : list) {
+        aliased.push_back(t.has_value() && is_flagos(*t) ? std::optional<at::Tensor>(scope.alias(*t)) : t);
+      }
+      v = std::move(aliased);
+    } else if (v.isDevice()) {
+      if (v.toDevice().type() == c10::DeviceType::PrivateUse1) v = native_device(scope.device());
+    } else if (v.isGenerator()) {
+      const at::Generator& g = v.toGenerator();
+      if (g.defined() && g.device().type() == c10::DeviceType::PrivateUse1) v = native_generator_of(g);
+    } else if (v.isNone() && live_vendor() == Vendor::Host && is_optional_generator(args[i])) {
+      // CPU kernels would draw from the global CPU generator; flagos ops
+      // draw from the flagos device's own.
+      v = native_generator_of(default_generator(scope.device()));
+    }
+  }
+
+  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+
+  for (const auto& m : mutated) scope.write_back(m.flagos, m.alias);
+
+  const size_t num_returns = op.schema().returns().size();
+  const size_t ret_begin = stack->size() - num_returns;
+  c10::SmallVector<at::Tensor, 4> results;
+  for (size_t i = ret_begin; i < stack->size(); ++i) {
+    const auto& v = (*stack)[i];
+    if (v.isTensor()) {
+      results.push_back(v.toTensor());
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) results.push_back(t);
+    }
+  }
+  for (size_t i = ret_begin; i < stack->size(); ++i) {
+    c10::IValue& v = (*stack)[i];
+    if (v.isTensor()) {
+      v = scope.to_flagos(v.toTensor(), results);
+    } else if (v.isTensorList()) {
+      auto list = v.toTensorList();
+      c10::List<at::Tensor> mapped;
+      mapped.reserve(list.size());
+      for (const at::Tensor& t : list) mapped.push_back(scope.to_flagos(t, results));
+      v = std::move(mapped);
+    }
+  }
+}
+
+void warn_cpu_fallback_once(const OpPlan& plan) {
+  static std::mutex mutex;
+  static std::unordered_set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!warned.insert(plan.name).second) return;
+  TORCH_WARN("flagos: ", plan.name, " has no ", live_vendor_name(),
+             " kernel; running it on the CPU (copies to host and back). "
+             "Set FLAGOS_OP_", plan.name, "=cpu to silence this.");
+}
+
+void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  OpPlan& plan = plan_for(op);
+  plan.calls[plan.backend].fetch_add(1, std::memory_order_relaxed);
+  if (C10_UNLIKELY(log_dispatch_enabled())) {
+    std::cerr << "[flagos dispatch] " << plan.name << " -> " << flagos_backend_name(plan.backend)
+              << std::endl;
+  }
+  switch (plan.backend) {
+    case FLAGOS_BACKEND_CPU:
+      // On the host vendor the CPU kernels are the native ones: run them in
+      // place over flagos memory instead of copying.
+      if (live_vendor() == Vendor::Host) return native_route(op, plan, stack);
+      if (!plan.has_native_kernel) warn_cpu_fallback_once(plan);
+      return at::native::cpu_fallback(op, stack);
+    case FLAGOS_BACKEND_FLAGOS:
+    case FLAGOS_BACKEND_FLAGGEMS:
+    case FLAGOS_BACKEND_FLAGOS_PYTHON:
+      return run_flaggems_route(op, plan, stack);
+    default:
+      return native_route(op, plan, stack);
+  }
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
+  m.fallback(torch::CppFunction::makeFromBoxedFunction<&routing_kernel>());
+}
+
+}  // namespace torch_fl

@@ -1,0 +1,94 @@
+#include "aten/Routing.h"
+
+#include <cstdlib>
+#include <memory>
+#include <shared_mutex>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "aten/RoutingState.h"
+#include "common.h"
+
+namespace torch_fl {
+namespace {
+
+std::shared_mutex plans_mutex;
+std::unordered_map<const void*, std::unique_ptr<OpPlan>> plans;
+std::atomic<uint64_t> generation{1};
+std::atomic<bool> log_dispatch{[] {
+  const char* v = std::getenv("FLAGOS_LOG_DISPATCH");
+  return v && *v && std::string(v) != "0";
+}()};
+std::atomic<BoxedRoute> flaggems_route{nullptr};
+
+bool has_native_kernel(const c10::OperatorHandle& op) {
+  return op.hasComputedKernelForDispatchKey(native_dispatch_key());
+}
+
+}  // namespace
+
+std::string short_op_name(const c10::OperatorName& name) {
+  std::string out = name.name;
+  if (out.rfind("aten::", 0) == 0) out = out.substr(6);
+  if (!name.overload_name.empty()) out += "." + name.overload_name;
+  return out;
+}
+
+void invalidate_plans() { generation.fetch_add(1, std::memory_order_acq_rel); }
+
+bool log_dispatch_enabled() { return log_dispatch.load(std::memory_order_relaxed); }
+void set_log_dispatch(bool on) { log_dispatch.store(on); }
+
+flagos_backend_t resolve_backend(const std::string& op_name, bool native_kernel) {
+  flagos_backend_t chosen = routing_state::explicit_backend(op_name);
+  if (chosen == FLAGOS_BACKEND_FLAGGEMS) chosen = FLAGOS_BACKEND_FLAGOS;  // one path, two names
+  if (chosen != FLAGOS_BACKEND_DEFAULT) return chosen;
+  if (routing_state::flaggems_default_for(op_name)) return FLAGOS_BACKEND_FLAGOS;
+  if (!native_kernel) return FLAGOS_BACKEND_CPU;
+  return live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+}
+
+OpPlan& plan_for(const c10::OperatorHandle& op) {
+  const void* key = &op.schema();
+  const uint64_t now = generation.load(std::memory_order_acquire);
+  {
+    std::shared_lock<std::shared_mutex> lock(plans_mutex);
+    auto it = plans.find(key);
+    if (C10_LIKELY(it != plans.end() && it->second->generation == now)) return *it->second;
+  }
+  std::unique_lock<std::shared_mutex> lock(plans_mutex);
+  auto& slot = plans[key];
+  if (!slot) {
+    slot = std::make_unique<OpPlan>();
+    slot->name = short_op_name(op.operator_name());
+    slot->has_native_kernel = has_native_kernel(op);
+    for (auto& c : slot->calls) c.store(0);
+  }
+  slot->backend = resolve_backend(slot->name, slot->has_native_kernel);
+  slot->generation = now;
+  return *slot;
+}
+
+void for_each_plan(const std::function<void(const OpPlan&)>& fn) {
+  std::shared_lock<std::shared_mutex> lock(plans_mutex);
+  for (const auto& [key, plan] : plans) fn(*plan);
+}
+
+void reset_plan_counts() {
+  std::shared_lock<std::shared_mutex> lock(plans_mutex);
+  for (const auto& [key, plan] : plans) {
+    for (auto& c : plan->calls) c.store(0);
+  }
+}
+
+void set_flaggems_route(BoxedRoute route) { flaggems_route.store(route); }
+
+void run_flaggems_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
+  BoxedRoute route = flaggems_route.load();
+  TORCH_CHECK(route != nullptr, "flagos: ", plan.name, " is routed to ",
+              flagos_backend_name(plan.backend),
+              " but FlagGems is not loaded (pip install flag-gems, or route the op elsewhere)");
+  route(op, plan, stack);
+}
+
+}  // namespace torch_fl

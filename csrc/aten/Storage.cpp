@@ -1,0 +1,223 @@
+#include "aten/Storage.h"
+
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
+#include <algorithm>
+
+#include "runtime/Allocator.h"
+#include "runtime/HostStreams.h"
+
+namespace torch_fl {
+namespace {
+
+const c10::impl::DeviceGuardImplInterface* flagos_guard() {
+  return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
+}
+
+c10::Allocator* native_allocator() {
+  // Aliases are resizable with the native allocator so that an out= kernel
+  // can grow them; write_back() then moves the new bytes to flagos.
+  return live_vendor() == Vendor::Cuda ? at::detail::getCUDAHooks().getCUDADeviceAllocator()
+                                       : c10::GetCPUAllocator();
+}
+
+void copy_tensor_meta(c10::TensorImpl* dst, const at::Tensor& src) {
+  dst->set_sizes_and_strides(src.sizes(), src.strides(), src.storage_offset());
+  const auto* s = src.unsafeGetTensorImpl();
+  if (s->is_conj()) dst->_set_conj(true);
+  if (s->is_neg()) dst->_set_neg(true);
+  if (s->is_wrapped_number()) dst->set_wrapped_number(true);
+}
+
+c10::Storage new_flagos_storage(size_t nbytes, c10::DeviceIndex device) {
+  c10::DeviceGuard guard(flagos_device(device));
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+      c10::StorageImpl::use_byte_size_t(), nbytes, device_allocator()->allocate(nbytes),
+      device_allocator(), /*resizable=*/true));
+}
+
+c10::Storage take_cuda_bytes(c10::StorageImpl* native, c10::DeviceIndex device) {
+  // The CUDA block keeps its deleter; only the device label changes.
+  c10::DataPtr data = native->set_data_ptr(c10::DataPtr(nullptr, native->device()));
+  data.unsafe_set_device(flagos_device(device));
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+      c10::StorageImpl::use_byte_size_t(), native->nbytes(), std::move(data), device_allocator(),
+      /*resizable=*/true));
+}
+
+// Holds a native storage alive for as long as a flagos storage uses its
+// bytes, when the native storage is shared and its DataPtr cannot be taken.
+void release_native_storage(void* ctx) {
+  c10::raw::intrusive_ptr::decref(static_cast<c10::StorageImpl*>(ctx));
+}
+
+c10::Storage share_cuda_bytes(c10::StorageImpl* native, c10::DeviceIndex device) {
+  c10::raw::intrusive_ptr::incref(native);
+  c10::DataPtr data(native->mutable_data(), native, &release_native_storage, flagos_device(device));
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+      c10::StorageImpl::use_byte_size_t(), native->nbytes(), std::move(data), device_allocator(),
+      /*resizable=*/false));
+}
+
+c10::Storage copy_host_bytes(const c10::StorageImpl* native, c10::DeviceIndex device) {
+  c10::Storage flagos = new_flagos_storage(native->nbytes(), device);
+  if (native->nbytes() > 0) {
+    FLAGOS_CHECK(flagos_memcpy(flagos.mutable_data(), native->data(), native->nbytes(),
+                               FLAGOS_MEMCPY_HOST_TO_DEVICE));
+  }
+  return flagos;
+}
+
+}  // namespace
+
+at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like) {
+  auto tensor = at::detail::make_tensor<c10::TensorImpl>(
+      std::move(storage), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), like.dtype());
+  copy_tensor_meta(tensor.unsafeGetTensorImpl(), like);
+  return tensor;
+}
+
+void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
+  TORCH_CHECK(storage->resizable(), "flagos: trying to resize storage that is not resizable");
+  const size_t old_bytes = storage->nbytes();
+  if (new_bytes <= old_bytes) {
+    storage->set_nbytes(new_bytes);
+    return;
+  }
+  const auto device = storage->device().index() >= 0 ? storage->device().index()
+                                                      : flagos_guard()->getDevice().index();
+  c10::Storage fresh = new_flagos_storage(new_bytes, device);
+  const size_t keep = std::min(old_bytes, new_bytes);
+  if (keep > 0 && storage->data()) {
+    // Copy through the native route so that it is ordered on the current
+    // stream after whatever wrote the old bytes.
+    c10::Storage old_storage(c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(storage));
+    auto opts = at::TensorOptions().dtype(at::kByte);
+    auto bytes = at::empty({0}, opts.device(flagos_device(device)));
+    auto src = make_flagos_tensor(old_storage, bytes.as_strided({static_cast<int64_t>(keep)}, {1}, 0));
+    auto dst = make_flagos_tensor(fresh, bytes.as_strided({static_cast<int64_t>(keep)}, {1}, 0));
+    dst.copy_(src);
+  }
+  storage->set_data_ptr_noswap(fresh.unsafeGetStorageImpl()->set_data_ptr(c10::DataPtr()));
+  storage->set_nbytes(new_bytes);
+}
+
+NativeScope::NativeScope(c10::DeviceIndex device)
+    : device_(device),
+      previous_device_(flagos_guard()->exchangeDevice(flagos_device(device))),
+      host_(live_vendor() == Vendor::Host) {
+  if (host_) {
+    // CPU kernels run on this thread now: earlier work queued on the
+    // current stream (async copies) must land first.
+    flagos_status_t status = flagos_stream_synchronize(host_streams::current_handle(device));
+    if (status != FLAGOS_SUCCESS) {
+      flagos_guard()->uncheckedSetDevice(previous_device_);
+      raise_status(status, "flagos_stream_synchronize");
+    }
+  }
+}
+
+NativeScope::~NativeScope() {
+  for (const void* ptr : accessed_) flagos_host_access_end(ptr);
+  flagos_guard()->uncheckedSetDevice(previous_device_);
+}
+
+void NativeScope::begin_access(const void* ptr) {
+  if (!host_ || ptr == nullptr) return;
+  for (const void* seen : accessed_) {
+    if (seen == ptr) return;
+  }
+  FLAGOS_CHECK(flagos_host_access_begin(ptr));
+  accessed_.push_back(ptr);
+}
+
+at::Tensor NativeScope::alias(const at::Tensor& t) {
+  const auto* storage = t.storage().unsafeGetStorageImpl();
+  const c10::StorageImpl* shared = nullptr;
+  for (const auto& e : entries_) {
+    if (e.flagos_tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return e.alias;
+    if (e.flagos() == storage) shared = e.native();
+  }
+  // Arguments over one flagos storage get aliases over one native storage,
+  // so the kernel sees that they overlap, as they do.
+  c10::Storage alias_storage;
+  if (shared) {
+    alias_storage = c10::Storage(
+        c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(const_cast<c10::StorageImpl*>(shared)));
+  } else {
+    void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
+    begin_access(data);
+    alias_storage = c10::Storage(c10::make_intrusive<c10::StorageImpl>(
+        c10::StorageImpl::use_byte_size_t(), storage->nbytes(),
+        c10::DataPtr(data, native_device(device_)), native_allocator(), /*resizable=*/true));
+  }
+  auto alias = at::detail::make_tensor<c10::TensorImpl>(
+      std::move(alias_storage), c10::DispatchKeySet(native_dispatch_key()), t.dtype());
+  copy_tensor_meta(alias.unsafeGetTensorImpl(), t);
+  entries_.push_back(Entry{alias, t});
+  return alias;
+}
+
+void NativeScope::write_back(const at::Tensor& flagos_tensor, const at::Tensor& alias) {
+  auto* flagos_storage = flagos_tensor.storage().unsafeGetStorageImpl();
+  auto* alias_storage = alias.storage().unsafeGetStorageImpl();
+  if (alias_storage->data() != flagos_storage->data()) {
+    // The kernel gave the alias new bytes (an out= argument was resized).
+    c10::Storage moved = host_ ? copy_host_bytes(alias_storage, device_)
+                               : take_cuda_bytes(alias_storage, device_);
+    flagos_storage->set_data_ptr_noswap(moved.unsafeGetStorageImpl()->set_data_ptr(c10::DataPtr()));
+    flagos_storage->set_nbytes(alias_storage->nbytes());
+  } else if (alias_storage->nbytes() != flagos_storage->nbytes()) {
+    flagos_storage->set_nbytes(alias_storage->nbytes());
+  }
+  auto* impl = flagos_tensor.unsafeGetTensorImpl();
+  if (impl->sizes() != alias.sizes() || impl->strides() != alias.strides() ||
+      impl->storage_offset() != alias.storage_offset()) {
+    impl->set_sizes_and_strides(alias.sizes(), alias.strides(), alias.storage_offset());
+  }
+}
+
+c10::Storage NativeScope::adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results) {
+  auto* impl = native.unsafeGetStorageImpl();
+  for (const auto& a : adopted_) {
+    if (a.native.unsafeGetStorageImpl() == impl) return a.flagos;
+  }
+  c10::Storage flagos;
+  if (host_) {
+    flagos = copy_host_bytes(impl, device_);
+  } else {
+    // Take the block outright when only the kernel's results refer to it;
+    // each distinct result TensorImpl holds one reference.
+    size_t owners = 0;
+    c10::SmallVector<const c10::TensorImpl*, 4> seen;
+    for (const auto& r : results) {
+      if (!r.defined() || !r.has_storage() || r.storage().unsafeGetStorageImpl() != impl) continue;
+      if (std::find(seen.begin(), seen.end(), r.unsafeGetTensorImpl()) != seen.end()) continue;
+      seen.push_back(r.unsafeGetTensorImpl());
+      ++owners;
+    }
+    flagos = c10::raw::intrusive_ptr::use_count(impl) <= owners ? take_cuda_bytes(impl, device_)
+                                         : share_cuda_bytes(impl, device_);
+  }
+  adopted_.push_back(Adopted{native, flagos});
+  return flagos;
+}
+
+at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Tensor> results) {
+  if (!result.defined()) return result;
+  for (const auto& e : entries_) {
+    if (e.alias.unsafeGetTensorImpl() == result.unsafeGetTensorImpl()) return e.flagos_tensor;
+  }
+  if (result.device().type() != native_device_type() || !result.has_storage()) return result;
+  const auto* storage = result.storage().unsafeGetStorageImpl();
+  for (const auto& e : entries_) {
+    if (e.native() == storage) return make_flagos_tensor(e.flagos_tensor.storage(), result);
+  }
+  return make_flagos_tensor(adopt(result.storage(), results), result);
+}
+
+}  // namespace torch_fl

@@ -1,0 +1,77 @@
+// Storage.h - flagos storages and their aliases as vendor-native tensors.
+//
+// The native route runs PyTorch's own kernels (CPU on the host vendor, CUDA
+// on the cuda vendor) over flagos memory. It never relabels a caller's
+// tensor: it builds a separate tensor of the native device type over the
+// same bytes (an alias), and maps what the kernel returns back to flagos.
+#pragma once
+
+#include <ATen/Tensor.h>
+#include <c10/core/Storage.h>
+#include <c10/util/SmallVector.h>
+
+#include "common.h"
+
+namespace torch_fl {
+
+// A tensor with the flagos device type over `storage`, shaped like `like`.
+at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like);
+
+// Grows (or shrinks the recorded size of) a flagos storage, keeping its
+// bytes; used by resize_ and by Python's storage.resize_().
+void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes);
+
+// While alive: the device is `device`, native kernels may read and write
+// the flagos memory of every tensor passed to alias() (on the host vendor
+// it is unprotected and the current stream has drained), and results can
+// be mapped back. Destruction restores the device and the protection.
+class NativeScope {
+ public:
+  explicit NativeScope(c10::DeviceIndex device);
+  ~NativeScope();
+  NativeScope(const NativeScope&) = delete;
+  NativeScope& operator=(const NativeScope&) = delete;
+
+  c10::DeviceIndex device() const { return device_; }
+
+  // Alias of a flagos tensor as a native tensor (zero copy).
+  at::Tensor alias(const at::Tensor& flagos_tensor);
+
+  // After the kernel: carry storage replacement (out= resizes) and shape
+  // changes from alias back to the flagos tensor it stands for.
+  void write_back(const at::Tensor& flagos_tensor, const at::Tensor& alias);
+
+  // A kernel result as a flagos tensor: the caller's own tensor when the
+  // kernel returned an alias (in-place ops), a view of the flagos storage
+  // when it returned a view of an alias, else fresh memory adopted as
+  // flagos (zero copy on cuda, one copy into device memory on host).
+  // `results` lists every tensor the kernel returned, so that results
+  // sharing one fresh storage keep sharing it.
+  at::Tensor to_flagos(const at::Tensor& result, c10::ArrayRef<at::Tensor> results);
+
+ private:
+  // Entries own their alias, so an alias storage cannot be freed and its
+  // address reused by a fresh result while the scope maps results.
+  struct Entry {
+    at::Tensor alias;
+    at::Tensor flagos_tensor;
+    const c10::StorageImpl* native() const { return alias.storage().unsafeGetStorageImpl(); }
+    const c10::StorageImpl* flagos() const { return flagos_tensor.storage().unsafeGetStorageImpl(); }
+  };
+  struct Adopted {
+    c10::Storage native;
+    c10::Storage flagos;
+  };
+
+  c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
+  void begin_access(const void* ptr);
+
+  c10::DeviceIndex device_;
+  c10::Device previous_device_;
+  bool host_;
+  c10::SmallVector<Entry, 4> entries_;
+  c10::SmallVector<Adopted, 2> adopted_;
+  c10::SmallVector<const void*, 4> accessed_;
+};
+
+}  // namespace torch_fl

@@ -1,0 +1,21 @@
+/* status.c - static names of status codes. */
+#include "flagos/flagos.h"
+
+FLAGOS_API const char *flagos_status_string(flagos_status_t status) {
+  switch (status) {
+  case FLAGOS_SUCCESS: return "FLAGOS_SUCCESS";
+  case FLAGOS_ERROR_INVALID_ARGUMENT: return "FLAGOS_ERROR_INVALID_ARGUMENT";
+  case FLAGOS_ERROR_INVALID_DEVICE: return "FLAGOS_ERROR_INVALID_DEVICE";
+  case FLAGOS_ERROR_INVALID_HANDLE: return "FLAGOS_ERROR_INVALID_HANDLE";
+  case FLAGOS_ERROR_OUT_OF_MEMORY: return "FLAGOS_ERROR_OUT_OF_MEMORY";
+  case FLAGOS_ERROR_NOT_READY: return "FLAGOS_ERROR_NOT_READY";
+  case FLAGOS_ERROR_NOT_SUPPORTED: return "FLAGOS_ERROR_NOT_SUPPORTED";
+  case FLAGOS_ERROR_VENDOR_UNAVAILABLE: return "FLAGOS_ERROR_VENDOR_UNAVAILABLE";
+  case FLAGOS_ERROR_VENDOR: return "FLAGOS_ERROR_VENDOR";
+  case FLAGOS_ERROR_CONFIG: return "FLAGOS_ERROR_CONFIG";
+  case FLAGOS_ERROR_NOT_INITIALIZED: return "FLAGOS_ERROR_NOT_INITIALIZED";
+  case FLAGOS_ERROR_INTERNAL: return "FLAGOS_ERROR_INTERNAL";
+  }
+  /* Callers may pass a value cast from an int; never return NULL. */
+  return "FLAGOS_ERROR_UNKNOWN_STATUS";
+}

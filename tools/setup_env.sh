@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Creates .venv for building and testing torch_fl, reusing what the machine
+# has: a Python that already imports torch (the GPU machine: torch with CUDA,
+# no network) gets a venv that sees its packages; otherwise torch==2.13.0
+# (CPU build) is installed into a fresh venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+
+if [ ! -x "$VENV/bin/python" ]; then
+  if "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
+fi
+VPY="$VENV/bin/python"
+
+missing() { ! "$VPY" -c "import $1" 2>/dev/null; }
+if missing torch; then
+  "$VPY" -m pip install -q "torch==${FLAGOS_TORCH_VERSION:-2.13.0}"
+fi
+need=()
+missing pytest && need+=(pytest)
+missing numpy && need+=(numpy)
+missing pybind11 && need+=(pybind11)
+missing yaml && need+=(pyyaml)
+if [ ${#need[@]} -gt 0 ]; then
+  "$VPY" -m pip install -q "${need[@]}"
+fi
+if ! command -v cmake >/dev/null 2>&1; then
+  "$VPY" -m pip install -q cmake
+fi
+touch "$VENV/.ready"
+"$VPY" -c "import torch, sys; print(f'torch {torch.__version__} on Python {sys.version.split()[0]}')"

@@ -1,0 +1,131 @@
+"""Per-operator routing: which backend runs each ATen op on flagos tensors.
+
+Order, first match wins:
+  1. ``FLAGOS_OP_<name>=<backend>`` ('.' in the op name written as '__');
+  2. the file named by ``FLAGOS_BACKEND_CONFIG``, else the packaged default
+     for the live vendor (``backends.conf`` for cuda, ``backends_<vendor>.conf``);
+  3. built in: FlagGems where it implements the op and can run here, else the
+     vendor's native kernel, else the CPU fallback.
+Runtime changes (:func:`set_route`, :func:`override`) sit above all three.
+"""
+import contextlib
+import os
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+from . import _C
+from . import flaggems as _flaggems
+
+BACKENDS = ("flagos", "flaggems", "flagos_python", "flaggems_python", "cuda", "metax", "ascend", "cpu")
+_FLAGGEMS_BACKENDS = ("flagos", "flaggems", "flagos_python", "flaggems_python")
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def packaged_config(vendor: Optional[str] = None) -> Path:
+    vendor = vendor or _C._vendor()
+    return _PACKAGE_DIR / ("backends.conf" if vendor == "cuda" else f"backends_{vendor}.conf")
+
+
+def _strip(op: str) -> str:
+    return op[len("aten::"):] if op.startswith("aten::") else op
+
+
+def _unrunnable_reason(backend: str) -> Optional[str]:
+    """Why this machine cannot run `backend`, or None if it can."""
+    vendor = _C._vendor()
+    if backend in ("cuda", "metax", "ascend") and backend != vendor:
+        return f"backend '{backend}' needs the {backend} vendor, but the live vendor is '{vendor}'"
+    if backend in _FLAGGEMS_BACKENDS and not _flaggems.available():
+        return f"backend '{backend}' needs FlagGems, which {_flaggems.unavailable_reason()}"
+    return None
+
+
+def _check(op: str, backend: str, where: str) -> None:
+    if backend not in BACKENDS and backend != "default":
+        raise ValueError(f"{where}: unknown backend '{backend}' for op '{op}' (allowed: {', '.join(BACKENDS)})")
+    if not _C._op_exists(_strip(op)):
+        raise ValueError(f"{where}: unknown op '{op}': no ATen operator has this name")
+    reason = _unrunnable_reason(backend) if backend != "default" else None
+    if reason:
+        raise ValueError(f"{where}: cannot route '{op}': {reason}")
+
+
+def load(config: Optional[str] = None) -> None:
+    """(Re)loads the table: ``config`` or ``FLAGOS_BACKEND_CONFIG`` or the
+    packaged default, then ``FLAGOS_OP_*`` variables. Every line is checked;
+    an error names the file and line (or the variable) and leaves the
+    previous table in place."""
+    path = config or os.environ.get("FLAGOS_BACKEND_CONFIG") or ""
+    if path and not Path(path).is_file():
+        raise ValueError(f"FLAGOS_BACKEND_CONFIG: no such file: {path}")
+    if not path:
+        default = packaged_config()
+        path = str(default) if default.is_file() else ""
+    previous = [(op, backend) for op, backend, _, _ in _C._routing_entries()]
+    _C._routing_load(path, True)
+    try:
+        for op, backend, origin, line in _C._routing_entries():
+            _check(op, backend, f"{origin}:{line}" if line else origin)
+    except ValueError:
+        _C._routing_load("", False)
+        for op, backend in previous:
+            _C._routing_set(op, backend)
+        raise
+
+
+def route_of(op: str) -> str:
+    """The backend that runs ``op`` ("aten::mm", "mm", "add.Tensor") now."""
+    return _C._routing_resolve(_strip(op))
+
+
+def table() -> Dict[str, str]:
+    """Explicit entries: op -> backend, from config, environment and API."""
+    return {op: backend for op, backend, _, _ in _C._routing_entries()}
+
+
+def entries():
+    """Explicit entries with where they came from: (op, backend, origin, line)."""
+    return list(_C._routing_entries())
+
+
+def set_route(op: str, backend: str) -> None:
+    """Routes ``op`` (bare name = every overload without its own entry) to
+    ``backend``; "default" removes the explicit choice."""
+    op = _strip(op)
+    _check(op, backend, "set_route")
+    _C._routing_set(op, backend)
+
+
+@contextlib.contextmanager
+def override(**routes: str) -> Iterator[None]:
+    """``with override(mm="cpu", add__Tensor="cuda"):`` ('__' stands for '.')."""
+    changes = {op.replace("__", "."): backend for op, backend in routes.items()}
+    for op, backend in changes.items():
+        _check(op, backend, "override")
+    before = table()
+    try:
+        for op, backend in changes.items():
+            _C._routing_set(op, backend)
+        yield
+    finally:
+        for op in changes:
+            _C._routing_set(op, before.get(op, "default"))
+
+
+def stats() -> Dict[str, Dict[str, int]]:
+    """Calls per op and backend since import (or reset_stats())."""
+    return _C._routing_stats()
+
+
+def reset_stats() -> None:
+    _C._routing_reset_stats()
+
+
+def set_log_dispatch(enabled: bool) -> None:
+    """Same as FLAGOS_LOG_DISPATCH=1: one '[flagos dispatch] op -> backend' line per call."""
+    _C._set_log_dispatch(bool(enabled))
+
+
+def ops_on_flaggems() -> list:
+    """Ops FlagGems implements here whose live route is a FlagGems backend."""
+    return sorted(op for op in _flaggems.available_ops() if route_of(op) in _FLAGGEMS_BACKENDS)
