@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
+    # --check: compile and link only (e.g. against a second torch), leaving
+    # the package's libraries alone.
+    check_only = "--check" in sys.argv[1:]
     tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}"
     build = ROOT / "build" / tag
     cmake = shutil.which("cmake") or str(Path(sys.executable).parent / "cmake")
@@ -24,6 +27,9 @@ def main() -> int:
             f"-DPython_EXECUTABLE={sys.executable}",
         ] + (["-G", "Ninja"] if shutil.which("ninja") else []))
     subprocess.check_call([cmake, "--build", str(build), "-j", jobs])
+    if check_only:
+        print(f"compiled and linked torch_fl for {tag} in {build}")
+        return 0
     package = ROOT / "torch_fl"
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     for old in package.glob("_C*.so"):

@@ -81,12 +81,21 @@ struct MutatedArg {
   at::Tensor alias;
 };
 
-void native_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
+void invoke_native(const c10::OperatorHandle& op, const OpPlan&, torch::jit::Stack* stack) {
+  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+}
+
+// Aliases the flagos arguments as native tensors, lets `invoke` run the op
+// on them (the vendor's kernel, or a FlagGems function), then carries
+// mutations back and maps the results to flagos.
+void run_on_aliases(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack,
+                    BoxedRoute invoke) {
   const auto& args = op.schema().arguments();
   const size_t num_args = args.size();
   const size_t begin = stack->size() - num_args;
   NativeScope scope(find_device(plan, *stack, begin));
   c10::SmallVector<MutatedArg, 2> mutated;
+  bool keep_results = false;
 
   for (size_t i = 0; i < num_args; ++i) {
     c10::IValue& v = (*stack)[begin + i];
@@ -120,7 +129,13 @@ void native_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit:
       }
       v = std::move(aliased);
     } else if (v.isDevice()) {
-      if (v.toDevice().type() == c10::DeviceType::PrivateUse1) v = native_device(scope.device());
+      if (v.toDevice().type() == c10::DeviceType::PrivateUse1) {
+        v = native_device(scope.device());
+      } else {
+        // The op was asked for results on another device (e.g. _to_copy
+        // to cpu): they are not flagos memory.
+        keep_results = true;
+      }
     } else if (v.isGenerator()) {
       const at::Generator& g = v.toGenerator();
       if (g.defined() && g.device().type() == c10::DeviceType::PrivateUse1) v = native_generator_of(g);
@@ -131,9 +146,13 @@ void native_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit:
     }
   }
 
-  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+  // FlagGems kernels make flagos results; an op asked for results on
+  // another device takes the vendor's kernel.
+  if (keep_results) invoke = &invoke_native;
+  invoke(op, plan, stack);
 
   for (const auto& m : mutated) scope.write_back(m.flagos, m.alias);
+  if (keep_results) return;
 
   const size_t num_returns = op.schema().returns().size();
   const size_t ret_begin = stack->size() - num_returns;
@@ -170,6 +189,8 @@ void warn_cpu_fallback_once(const OpPlan& plan) {
              "Set FLAGOS_OP_", plan.name, "=cpu to silence this.");
 }
 
+}  // namespace
+
 void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
   OpPlan& plan = plan_for(op);
   plan.calls[plan.backend].fetch_add(1, std::memory_order_relaxed);
@@ -181,19 +202,17 @@ void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::j
     case FLAGOS_BACKEND_CPU:
       // On the host vendor the CPU kernels are the native ones: run them in
       // place over flagos memory instead of copying.
-      if (live_vendor() == Vendor::Host) return native_route(op, plan, stack);
+      if (live_vendor() == Vendor::Host) return run_on_aliases(op, plan, stack, &invoke_native);
       if (!plan.has_native_kernel) warn_cpu_fallback_once(plan);
       return at::native::cpu_fallback(op, stack);
     case FLAGOS_BACKEND_FLAGOS:
     case FLAGOS_BACKEND_FLAGGEMS:
     case FLAGOS_BACKEND_FLAGOS_PYTHON:
-      return run_flaggems_route(op, plan, stack);
+      return run_on_aliases(op, plan, stack, flaggems_invoker(plan));
     default:
-      return native_route(op, plan, stack);
+      return run_on_aliases(op, plan, stack, &invoke_native);
   }
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
   m.fallback(torch::CppFunction::makeFromBoxedFunction<&routing_kernel>());

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "aten/RoutingState.h"
+#include <torch/library.h>
 #include "common.h"
 
 namespace torch_fl {
@@ -81,14 +82,72 @@ void reset_plan_counts() {
   }
 }
 
-void set_flaggems_route(BoxedRoute route) { flaggems_route.store(route); }
+void set_flaggems_invoker(BoxedRoute invoke) { flaggems_route.store(invoke); }
 
-void run_flaggems_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
-  BoxedRoute route = flaggems_route.load();
-  TORCH_CHECK(route != nullptr, "flagos: ", plan.name, " is routed to ",
+BoxedRoute flaggems_invoker(const OpPlan& plan) {
+  BoxedRoute invoke = flaggems_route.load();
+  TORCH_CHECK(invoke != nullptr, "flagos: ", plan.name, " is routed to ",
               flagos_backend_name(plan.backend),
               " but FlagGems is not loaded (pip install flag-gems, or route the op elsewhere)");
-  route(op, plan, stack);
+  return invoke;
+}
+
+}  // namespace torch_fl
+
+namespace torch_fl {
+namespace {
+
+std::optional<c10::OperatorHandle> find_aten_op(const std::string& name) {
+  auto dot = name.find('.');
+  return c10::Dispatcher::singleton().findOp(
+      {"aten::" + name.substr(0, dot), dot == std::string::npos ? "" : name.substr(dot + 1)});
+}
+
+torch::Library& claimed_library() {
+  static auto* lib = new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1,
+                                        __FILE__, __LINE__);
+  return *lib;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> claim_ops(const std::vector<std::string>& names) {
+  std::vector<std::pair<std::string, std::string>> refused;
+  for (const auto& name : names) {
+    auto op = find_aten_op(name);
+    if (!op) {
+      refused.emplace_back(name, "no such ATen operator in this torch");
+      continue;
+    }
+    if (op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) {
+      // A backend kernel would hide the decomposition from autograd.
+      refused.emplace_back(name, "decomposes above the backend key (CompositeImplicitAutograd)");
+      continue;
+    }
+    if (op->hasKernelForDispatchKey(c10::DispatchKey::PrivateUse1)) continue;  // ours already
+    if (!op->hasComputedKernelForDispatchKey(c10::DispatchKey::PrivateUse1)) continue;  // fallback
+    claimed_library().impl(name.c_str(), torch::CppFunction::makeFromBoxedFunction<&routing_kernel>());
+  }
+  invalidate_plans();
+  return refused;
+}
+
+std::vector<std::string> composite_ops_with_native_kernels() {
+  const auto key = native_dispatch_key();
+  std::vector<std::string> out;
+  for (const auto& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    if (name.name.rfind("aten::", 0) != 0) continue;
+    auto op = c10::Dispatcher::singleton().findOp(name);
+    if (!op || !op->hasKernelForDispatchKey(key)) continue;
+    if (op->hasKernelForDispatchKey(c10::DispatchKey::PrivateUse1)) continue;
+    if (op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) continue;
+    if (!op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
+        !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional)) {
+      continue;
+    }
+    out.push_back(short_op_name(name));
+  }
+  return out;
 }
 
 }  // namespace torch_fl

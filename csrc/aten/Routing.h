@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "flagos/flagos.h"
 
@@ -24,6 +26,18 @@ struct OpPlan {
 
 OpPlan& plan_for(const c10::OperatorHandle& op);
 
+// The boxed kernel every routed op runs (the PrivateUse1 fallback).
+void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
+
+// Registers routing_kernel explicitly for ops whose PrivateUse1 kernel would
+// otherwise be a CompositeExplicitAutograd one (so routing can reach them).
+// Returns the names it could not claim, with the reason.
+std::vector<std::pair<std::string, std::string>> claim_ops(const std::vector<std::string>& names);
+// Names of ops with a direct native kernel that PrivateUse1 would run as a
+// composite (structured functional/in-place variants): claiming them lets
+// the native route call the vendor's kernel directly.
+std::vector<std::string> composite_ops_with_native_kernels();
+
 // "add.Tensor" for aten::add.Tensor, "mm" for aten::mm.
 std::string short_op_name(const c10::OperatorName& name);
 
@@ -35,10 +49,11 @@ flagos_backend_t resolve_backend(const std::string& op_name, bool has_native_ker
 
 bool log_dispatch_enabled();
 
-// FlagGems routes are served from Python (torch_fl/flaggems.py), which
-// installs the handler at import; without it such a route is an error.
+// Runs an op whose flagos arguments are already aliased as native tensors.
 using BoxedRoute = void (*)(const c10::OperatorHandle&, const OpPlan&, torch::jit::Stack*);
-void set_flaggems_route(BoxedRoute route);
-void run_flaggems_route(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack);
+// FlagGems routes call FlagGems' Python functions; the Python bridge
+// installs the invoker when FlagGems loads. Throws if it is missing.
+void set_flaggems_invoker(BoxedRoute invoke);
+BoxedRoute flaggems_invoker(const OpPlan& plan);
 
 }  // namespace torch_fl

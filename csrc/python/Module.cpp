@@ -12,6 +12,7 @@
 
 #include "aten/RoutingState.h"
 #include "common.h"
+#include "python/FlagGemsBridge.h"
 #include "runtime/Generator.h"
 
 namespace py = pybind11;
@@ -180,6 +181,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("_routing_reset_stats", &reset_plan_counts);
   m.def("_set_flaggems_ops", &routing_state::set_flaggems_ops);
   m.def("_set_log_dispatch", &set_log_dispatch);
+  m.def("_set_flaggems_function", &set_flaggems_function);
+  m.def("_claim_ops", &claim_ops);
+  m.def("_composite_ops_with_native_kernels", &composite_ops_with_native_kernels);
   m.def("_op_exists", [](const std::string& op) {
     std::string name = op.rfind("aten::", 0) == 0 ? op.substr(6) : op;
     return aten_op_names().count(name) > 0;

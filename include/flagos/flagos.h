@@ -110,7 +110,11 @@ FLAGOS_API flagos_status_t flagos_mem_get_info(int device, size_t *free_bytes,
 typedef struct flagos_stream *flagos_stream_t;
 typedef struct flagos_event *flagos_event_t;
 
-/* The default stream of a device is a real handle, never destroyed. */
+/*
+ * The default stream of a device is a real handle, never destroyed.
+ * Wherever a stream is taken, NULL means the default stream of the
+ * current device (for flagos_caching_malloc: of its `device`).
+ */
 FLAGOS_API flagos_status_t flagos_default_stream(int device, flagos_stream_t *stream);
 /* Lower numbers are higher priority, as in CUDA. */
 FLAGOS_API flagos_status_t flagos_stream_priority_range(int *least, int *greatest);

@@ -3,7 +3,10 @@
  *
  * The public functions in flagos.h validate their arguments, then call the
  * live vendor through this table. A vendor never sees an invalid device
- * index or a NULL output pointer. Vendors report failures with
+ * index, a NULL output pointer, or a stream/event handle that is not live
+ * (core/handles.c keeps the registry of handles the vendor created; a NULL
+ * stream argument arrives as the current device's default stream).
+ * Vendors report failures with
  * flagos_set_error() and return the status.
  */
 #ifndef FLAGOS_RUNTIME_VENDOR_H

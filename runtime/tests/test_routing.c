@@ -2,6 +2,9 @@
  * test_routing.c - the routing table: config files and strings, includes,
  * environment overrides, lookups, error messages, atomicity on error.
  */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* mkdtemp, nanosleep */
+#endif
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>

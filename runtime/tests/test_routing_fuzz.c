@@ -12,6 +12,9 @@
  *
  * FLAGOS_FUZZ_ITERATIONS and FLAGOS_FUZZ_SEED override the defaults.
  */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* mkdtemp, nanosleep */
+#endif
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,0 +1,103 @@
+// FlagGemsBridge.cpp - calls FlagGems' Python functions from the routing
+// kernel. The routing kernel has already aliased the flagos arguments as
+// CUDA tensors; this converts the boxed arguments into Python ones the way
+// torch.library's Python kernels receive them (positional, then kwarg-only
+// by name, trailing defaults left out), calls the function and pushes its
+// results back.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <pybind11/pybind11.h>
+#include <torch/csrc/jit/python/pybind_utils.h>
+
+#include <mutex>
+#include <unordered_map>
+
+#include "aten/Routing.h"
+#include "python/FlagGemsBridge.h"
+
+namespace py = pybind11;
+
+namespace torch_fl {
+namespace {
+
+std::mutex functions_mutex;
+// Owned Python references; released never (process lifetime), as the
+// interpreter may be gone at static destruction.
+auto* functions = new std::unordered_map<std::string, PyObject*>();
+
+PyObject* function_for(const OpPlan& plan) {
+  std::lock_guard<std::mutex> lock(functions_mutex);
+  auto it = functions->find(plan.name);
+  TORCH_CHECK(it != functions->end(), "flagos: ", plan.name, " is routed to ",
+              flagos_backend_name(plan.backend), " but FlagGems has no function for it");
+  return it->second;
+}
+
+bool is_default(const c10::Argument& arg, const c10::IValue& value) {
+  return arg.default_value().has_value() && *arg.default_value() == value;
+}
+
+std::pair<py::tuple, py::dict> to_python(const c10::FunctionSchema& schema, torch::jit::Stack* stack) {
+  const auto& args = schema.arguments();
+  const size_t n = args.size();
+  const size_t begin = stack->size() - n;
+  size_t positional_end = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!args[i].kwarg_only()) positional_end = i + 1;
+  }
+  while (positional_end > 0 && is_default(args[positional_end - 1], (*stack)[begin + positional_end - 1])) {
+    --positional_end;
+  }
+  py::tuple positional(positional_end);
+  py::dict kwargs;
+  for (size_t i = 0; i < n; ++i) {
+    c10::IValue& v = (*stack)[begin + i];
+    if (!args[i].kwarg_only()) {
+      if (i < positional_end) positional[i] = torch::jit::toPyObject(std::move(v));
+    } else if (!is_default(args[i], v)) {
+      kwargs[py::str(args[i].name())] = torch::jit::toPyObject(std::move(v));
+    }
+  }
+  torch::jit::drop(*stack, n);
+  return {std::move(positional), std::move(kwargs)};
+}
+
+void push_results(const c10::FunctionSchema& schema, torch::jit::Stack* stack, const py::object& out) {
+  const auto& returns = schema.returns();
+  if (returns.empty()) return;
+  if (returns.size() == 1) {
+    stack->push_back(torch::jit::toIValue(out, returns[0].real_type()));
+    return;
+  }
+  auto items = py::cast<py::tuple>(out);
+  TORCH_CHECK(items.size() == returns.size(), "flagos: FlagGems returned ", items.size(),
+              " values for ", schema.name(), ", which has ", returns.size());
+  for (size_t i = 0; i < returns.size(); ++i) {
+    stack->push_back(torch::jit::toIValue(items[i], returns[i].real_type()));
+  }
+}
+
+void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
+  py::gil_scoped_acquire gil;
+  PyObject* fn = function_for(plan);
+  try {
+    auto [args, kwargs] = to_python(op.schema(), stack);
+    py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
+    push_results(op.schema(), stack, out);
+  } catch (py::error_already_set& e) {
+    std::string message = e.what();
+    TORCH_CHECK(false, "flagos: FlagGems (", flagos_backend_name(plan.backend), ") failed on ",
+                plan.name, ": ", message);
+  }
+}
+
+}  // namespace
+
+void set_flaggems_function(const std::string& op_name, py::object fn) {
+  std::lock_guard<std::mutex> lock(functions_mutex);
+  auto& slot = (*functions)[op_name];
+  Py_XDECREF(slot);
+  slot = fn.release().ptr();
+  set_flaggems_invoker(&invoke_flaggems);
+}
+
+}  // namespace torch_fl

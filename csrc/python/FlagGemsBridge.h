@@ -1,0 +1,13 @@
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+namespace torch_fl {
+
+// Makes `fn` the FlagGems function of `op_name` ("add.Tensor") for the
+// flagos, flaggems and flagos_python routes.
+void set_flaggems_function(const std::string& op_name, pybind11::object fn);
+
+}  // namespace torch_fl
