@@ -184,9 +184,29 @@ _RANDOM_NAMES = {"normal", "log_normal", "exponential"}
 # Their results are uninitialised memory, so there is nothing to compare.
 _UNINITIALISED = {"resize_", "resize_as_"}
 
+# Ops whose tensor arguments (besides the input) are index lists that PyTorch
+# wants on the CPU whatever the input's device.
+ARGS_STAY_ON_CPU = {"tensor_split"}
+
+_CONV = ("flagos has no convolution: aten::_convolution picks convolution_overrideable for "
+         "PrivateUse1, and no flagos kernel is registered for it (CPU's raises NotImplementedError)")
+_CONJ = ("crashes the process: copying a lazy conj view of a flagos tensor recurses endlessly "
+         "(_copy_from -> Conjugate fallback -> clone -> copy_ -> _copy_from); see test_copy.py")
 # OpInfo name (with ".variant") -> why it is expected to fail on flagos
 # because of a torch_fl bug (reported with a repro; remove once fixed).
-KNOWN_FAILURES = {}
+KNOWN_FAILURES = {
+    "nn.functional.conv1d": _CONV,
+    "nn.functional.conv2d": _CONV,
+    "nn.functional.conv3d": _CONV,
+    "nn.functional.conv_transpose1d": _CONV,
+    "nn.functional.conv_transpose2d": _CONV,
+    "nn.functional.conv_transpose3d": _CONV,
+    "to_sparse": "to_sparse on a flagos tensor silently returns a CPU sparse tensor (sparse flagos is unsupported; it should raise or stay on flagos)",
+}
+# Same, for failures that kill the process: these are not run at all.
+KNOWN_CRASHES = {name: _CONJ for name in (
+    "fft.hfft", "fft.hfft2", "fft.hfftn", "fft.ifft", "fft.ihfft", "fft.ihfftn",
+)}
 
 try:
     from torch.testing._internal.common_methods_invocations import op_db as _OP_DB
@@ -222,28 +242,51 @@ def _selected_ops():
 OPS = _selected_ops()
 
 
-def _move(obj, device):
+def _move_tensor(t, device):
+    """`t` on `device` with the same sizes, strides and storage offset over a
+    copy of its whole storage, so that views (and ops such as as_strided that
+    look at the storage) see the same memory layout as on the CPU."""
+    t = t.detach()
+    if t.device == torch.device(device) or t.layout != torch.strided or t.is_conj() or t.is_neg():
+        return t.to(device)
+    raw = torch.empty(0, dtype=torch.uint8).set_(t.untyped_storage()) if t.device.type == "cpu" else None
+    if raw is None:
+        return t.to(device)
+    storage = raw.to(device).untyped_storage()
+    return torch.empty(0, dtype=t.dtype, device=device).set_(storage, t.storage_offset(), t.size(), t.stride())
+
+
+def _move(obj, device, args_stay=False):
     """Tensors (recursively through lists, tuples, dicts) to `device`; a
-    'cpu' device argument becomes `device` too (factory-like ops)."""
+    'cpu' device argument becomes `device` too (factory-like ops, `to`)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to(device)
+        return _move_tensor(obj, device)
     if isinstance(obj, torch.device) and obj.type == "cpu":
         return torch.device(device)
+    if isinstance(obj, str) and obj == "cpu":
+        return str(torch.device(device))
     if isinstance(obj, list):
         return [_move(o, device) for o in obj]
     if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
         return tuple(_move(o, device) for o in obj)
     if isinstance(obj, dict):
-        return {k: (_move(v, device) if k != "device" or not isinstance(v, str) else
-                    (str(torch.device(device)) if v == "cpu" else v)) for k, v in obj.items()}
+        return {k: _move(v, device) for k, v in obj.items()}
     return obj
 
 
-def _compare(actual, expected, path="out"):
+def _move_sample(s, device, op_id):
+    if op_id in ARGS_STAY_ON_CPU:  # index arguments that must be CPU tensors, as on CUDA
+        return _move(s.input, device), s.args, s.kwargs
+    return _move((s.input, s.args, s.kwargs), device)
+
+
+def _compare(actual, expected, path="out", results=True):
     if isinstance(expected, torch.Tensor):
         assert isinstance(actual, torch.Tensor), f"{path}: expected a tensor, got {type(actual)}"
-        if expected.device.type == REF_DEVICE:
+        if results and expected.device.type == REF_DEVICE:
             assert actual.device.type == "flagos", f"{path}: result on {actual.device}, not flagos"
+        elif not results:
+            assert actual.device.type in ("flagos", expected.device.type), f"{path}: on {actual.device}"
         assert actual.shape == expected.shape, f"{path}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
         assert actual.dtype == expected.dtype, f"{path}: dtype {actual.dtype} != {expected.dtype}"
         if expected.layout != torch.strided:
@@ -257,7 +300,7 @@ def _compare(actual, expected, path="out"):
     elif isinstance(expected, (list, tuple)):
         assert isinstance(actual, (list, tuple)) and len(actual) == len(expected), f"{path}: {actual!r}"
         for i, (a, e) in enumerate(zip(actual, expected)):
-            _compare(a, e, f"{path}[{i}]")
+            _compare(a, e, f"{path}[{i}]", results)
     elif isinstance(expected, (int, float, complex, bool)):
         torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True, msg=lambda m: f"{path}: {m}")
     else:
@@ -281,8 +324,8 @@ def run_opinfo(op, dev="flagos:0"):
     for i, s in enumerate(samples):
         if isinstance(s.input, torch.Tensor) and s.input.layout != torch.strided:
             continue
-        ref_args = _move((s.input, s.args, s.kwargs), REF_DEVICE)
-        fl_args = _move((s.input, s.args, s.kwargs), dev)
+        ref_args = _move_sample(s, REF_DEVICE, _op_id(op))
+        fl_args = _move_sample(s, dev, _op_id(op))
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -298,7 +341,7 @@ def run_opinfo(op, dev="flagos:0"):
         try:
             _compare(actual, expected)
             # inputs an op mutates must be mutated the same way
-            _compare(fl_args, ref_args, "args")
+            _compare(fl_args, ref_args, "args", results=False)
         except AssertionError as e:
             raise AssertionError(f"{_op_id(op)} sample {i} ({s.summary() if hasattr(s, 'summary') else s}): {e}") from None
         compared += 1
@@ -313,9 +356,16 @@ def test_op_db_importable():
     assert len(OPS) > 300
 
 
-@pytest.mark.parametrize("op", OPS, ids=[_op_id(op) for op in OPS])
-def test_opinfo(op, dev):
+def _param(op):
     op_id = _op_id(op)
-    if op_id in KNOWN_FAILURES:
-        pytest.xfail(KNOWN_FAILURES[op_id])
+    marks = ()
+    if op_id in KNOWN_CRASHES:
+        marks = pytest.mark.xfail(reason=KNOWN_CRASHES[op_id], run=False)
+    elif op_id in KNOWN_FAILURES:
+        marks = pytest.mark.xfail(reason=KNOWN_FAILURES[op_id], strict=False)
+    return pytest.param(op, id=op_id, marks=marks)
+
+
+@pytest.mark.parametrize("op", [_param(op) for op in OPS])
+def test_opinfo(op, dev):
     run_opinfo(op, dev)

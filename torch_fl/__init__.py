@@ -18,6 +18,10 @@ torch.utils.generate_methods_for_privateuse1_backend(
 )
 
 _VENDOR = _C._init()
+# Ops that PyTorch would run on flagos as composites (structured add.Tensor
+# -> add.out, ...) although the vendor has a direct kernel: route them, so
+# the native route calls that kernel at once.
+_C._claim_ops(_C._composite_ops_with_native_kernels())
 
 from . import routing  # noqa: E402
 from . import flaggems as _flaggems  # noqa: E402

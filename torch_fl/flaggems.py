@@ -1,22 +1,115 @@
-"""FlagGems integration: which ops FlagGems serves here, and the route that
-runs its kernels on flagos memory. Filled in by the routing work; without
-FlagGems every op stays on the vendor's native kernels."""
+"""FlagGems integration.
 
-_AVAILABLE_OPS: list = []
+FlagGems (``pip install torch_fl[flaggems]``, version 5.0.2) implements ~430
+ATen ops as Triton kernels and normally registers them on PyTorch's CUDA key.
+torch_fl never registers anything on CUDA: it asks FlagGems which functions it
+*would* register on this machine (its own vendor filters and conditions
+apply), and hands them to the routing kernel. An op routed to ``flagos``,
+``flaggems`` or ``flagos_python`` then runs the FlagGems function on CUDA
+aliases of the flagos memory (zero copy), on the current flagos stream, which
+on the cuda vendor is torch's current CUDA stream.
+
+``FLAGOS_DISABLE_FLAGGEMS_PY=1`` keeps every FlagGems function out.
+"""
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+from . import _C
+
+_FUNCTIONS: Dict[str, Callable] = {}   # op name -> FlagGems function, live here
+_EXCLUDED: Dict[str, str] = {}         # op name -> why it stays native
+_UNAVAILABLE = "was not loaded"
+_CONFIG_SIZE = 0
 
 
-def setup() -> None:
-    """Finds FlagGems and registers what it can run on this machine."""
+class _CapturingLibrary:
+    """Stands in for torch.library.Library: records what FlagGems would
+    register instead of touching PyTorch's CUDA key."""
+
+    def __init__(self):
+        self.items: List[Tuple[str, Callable]] = []
+
+    def impl(self, name, fn, dispatch_key="", **kwargs):
+        self.items.append((name, fn))
+
+    def _destroy(self):
+        pass
+
+
+def capture_config() -> List[Tuple[str, Callable]]:
+    """(op name, function) pairs FlagGems enables for its detected vendor."""
+    import flag_gems
+
+    lib = _CapturingLibrary()
+    flag_gems.enable(lib=lib)
+    return lib.items
+
+
+def _why_not_here(vendor: str) -> Optional[str]:
+    if os.environ.get("FLAGOS_DISABLE_FLAGGEMS_PY", "0") not in ("", "0"):
+        return "is disabled by FLAGOS_DISABLE_FLAGGEMS_PY=1"
+    if vendor != "cuda":
+        return f"cannot run Triton kernels on the '{vendor}' vendor"
     return None
 
 
+def _install(items: List[Tuple[str, Callable]]) -> None:
+    """Claims the ops for the routing kernel and hands their functions over."""
+    global _CONFIG_SIZE
+    _CONFIG_SIZE = len(items)
+    names = [name for name, _ in items]
+    refused = dict(_C._claim_ops(names))
+    _EXCLUDED.update(refused)
+    for name, fn in items:
+        if name in refused:
+            continue
+        _FUNCTIONS[name] = fn
+        _C._set_flaggems_function(name, fn)
+    _C._set_flaggems_ops(sorted(_FUNCTIONS))
+
+
+def setup() -> None:
+    """Called by ``import torch_fl``: loads FlagGems when it can run here."""
+    global _UNAVAILABLE
+    reason = _why_not_here(_C._vendor())
+    if reason:
+        _UNAVAILABLE = reason
+        return
+    try:
+        items = capture_config()
+    except ImportError as exc:
+        _UNAVAILABLE = f"is not installed ({exc}); pip install 'torch_fl[flaggems]'"
+        return
+    except Exception as exc:  # FlagGems failing to start must not break torch_fl
+        _UNAVAILABLE = f"failed to load: {type(exc).__name__}: {exc}"
+        return
+    _install(items)
+
+
+def install_functions(functions: Dict[str, Callable]) -> None:
+    """Serves ops with the given Python functions on the FlagGems routes,
+    as FlagGems' own functions are. Functions receive CUDA (or, on the host
+    vendor, CPU) aliases of flagos tensors; used by tests and by users who
+    bring a kernel of their own."""
+    _install(list(functions.items()))
+
+
 def available() -> bool:
-    return bool(_AVAILABLE_OPS)
+    return bool(_FUNCTIONS)
 
 
 def unavailable_reason() -> str:
-    return "is not installed or cannot run on this machine"
+    return _UNAVAILABLE
 
 
-def available_ops() -> list:
-    return list(_AVAILABLE_OPS)
+def available_ops() -> List[str]:
+    return sorted(_FUNCTIONS)
+
+
+def excluded_ops() -> Dict[str, str]:
+    """Ops FlagGems implements that stay on native kernels, with the reason."""
+    return dict(_EXCLUDED)
+
+
+def config_size() -> int:
+    return _CONFIG_SIZE

@@ -159,12 +159,23 @@ class Stream(torch.Stream):
         return f"<torch_fl.flagos.Stream device=flagos:{self.device_index} stream_id={self.stream_id}>"
 
 
-class Event(torch.Event):
-    """A flagos event; timing is off unless enable_timing=True, as in CUDA."""
+class _EventMeta(type(torch.Event)):
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, torch.Event) and obj.device.type == "flagos"
+
+
+class Event(torch.Event, metaclass=_EventMeta):
+    """A flagos event; timing is off unless enable_timing=True, as in CUDA.
+
+    Constructing one returns a plain ``torch.Event`` on the current flagos
+    device: torch's ``Event.elapsed_time`` accepts only an exact
+    ``torch.Event`` as its argument, so a subclass instance could not be an
+    end event. ``isinstance(e, torch.flagos.Event)`` holds for every
+    ``torch.Event`` of a flagos device."""
 
     def __new__(cls, enable_timing: bool = False, blocking: bool = False, interprocess: bool = False):
-        return super().__new__(
-            cls, device=torch.device("flagos", current_device()), enable_timing=enable_timing,
+        return torch.Event(
+            device=torch.device("flagos", current_device()), enable_timing=enable_timing,
             blocking=blocking, interprocess=interprocess,
         )
 
