@@ -125,3 +125,11 @@ def test_bad_env_config_is_clear_error_at_import():
     r = run_python("import torch_fl", {"FLAGOS_OP_mm": "nonsense_backend", "FLAGOS_VENDOR": "host"})
     assert r.returncode != 0
     assert "nonsense_backend" in r.stderr and "FLAGOS_OP_mm" in r.stderr, r.stderr[-2000:]
+
+
+def test_sparse_result_is_a_clear_error(dev):
+    x = torch.eye(3).to(dev)
+    with pytest.raises(RuntimeError, match="only strided tensors are supported on flagos"):
+        x.to_sparse()
+    # still usable
+    torch.testing.assert_close((x + 1).cpu(), torch.eye(3) + 1)

@@ -188,25 +188,15 @@ _UNINITIALISED = {"resize_", "resize_as_"}
 # wants on the CPU whatever the input's device.
 ARGS_STAY_ON_CPU = {"tensor_split"}
 
-_CONV = ("flagos has no convolution: aten::_convolution picks convolution_overrideable for "
-         "PrivateUse1, and no flagos kernel is registered for it (CPU's raises NotImplementedError)")
-_CONJ = ("crashes the process: copying a lazy conj view of a flagos tensor recurses endlessly "
-         "(_copy_from -> Conjugate fallback -> clone -> copy_ -> _copy_from); see test_copy.py")
 # OpInfo name (with ".variant") -> why it is expected to fail on flagos
 # because of a torch_fl bug (reported with a repro; remove once fixed).
-KNOWN_FAILURES = {
-    "nn.functional.conv1d": _CONV,
-    "nn.functional.conv2d": _CONV,
-    "nn.functional.conv3d": _CONV,
-    "nn.functional.conv_transpose1d": _CONV,
-    "nn.functional.conv_transpose2d": _CONV,
-    "nn.functional.conv_transpose3d": _CONV,
-    "to_sparse": "to_sparse on a flagos tensor silently returns a CPU sparse tensor (sparse flagos is unsupported; it should raise or stay on flagos)",
-}
+KNOWN_FAILURES = {}
 # Same, for failures that kill the process: these are not run at all.
-KNOWN_CRASHES = {name: _CONJ for name in (
-    "fft.hfft", "fft.hfft2", "fft.hfftn", "fft.ifft", "fft.ihfft", "fft.ihfftn",
-)}
+KNOWN_CRASHES = {}
+# Ops whose result cannot live on flagos; each has an explicit error test.
+UNSUPPORTED = {
+    "to_sparse": "sparse layouts are not supported on flagos; tests/test_errors.py::test_sparse_result_is_a_clear_error",
+}
 
 try:
     from torch.testing._internal.common_methods_invocations import op_db as _OP_DB
@@ -359,7 +349,9 @@ def test_op_db_importable():
 def _param(op):
     op_id = _op_id(op)
     marks = ()
-    if op_id in KNOWN_CRASHES:
+    if op_id in UNSUPPORTED:
+        marks = pytest.mark.skip(reason=UNSUPPORTED[op_id])
+    elif op_id in KNOWN_CRASHES:
         marks = pytest.mark.xfail(reason=KNOWN_CRASHES[op_id], run=False)
     elif op_id in KNOWN_FAILURES:
         marks = pytest.mark.xfail(reason=KNOWN_FAILURES[op_id], strict=False)

@@ -142,7 +142,7 @@ def test_rng_state_round_trip(dev):
 def test_torch_random_fork_rng(dev):
     # torch.random.fork_rng handles the private-use device through torch.flagos
     flagos.manual_seed(3)
-    with torch.random.fork_rng(device_type="flagos"):
+    with torch.random.fork_rng(devices=[0], device_type="flagos"):
         a = torch.randn(10, device=dev).cpu()
     b = torch.randn(10, device=dev).cpu()
     assert torch.equal(a, b)

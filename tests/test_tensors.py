@@ -141,6 +141,7 @@ def test_to_flagos1(dev1):
     assert torch.zeros(3, device=dev1).device == dev1
 
 
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated")
 def test_storage_methods(dev):
     cpu = torch.arange(12, dtype=torch.float32)
     st = cpu.untyped_storage()

@@ -8,9 +8,18 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 
+if [ -x "$VENV/bin/python" ] && ! "$VENV/bin/python" -c "import torch" 2>/dev/null \
+   && "$PY" -c "import torch" 2>/dev/null; then
+  rm -rf "$VENV"  # made before torch was reachable; start over with it
+fi
 if [ ! -x "$VENV/bin/python" ]; then
   if "$PY" -c "import torch" 2>/dev/null; then
-    "$PY" -m venv --system-site-packages "$VENV"
+    # That Python may itself be a venv, whose packages a nested venv would
+    # not see: point .venv/bin/python at it instead.
+    mkdir -p "$VENV/bin"
+    real=$("$PY" -c "import sys; print(sys.executable)")
+    printf '#!/bin/sh\nexec "%s" "$@"\n' "$real" > "$VENV/bin/python"
+    chmod +x "$VENV/bin/python"
   else
     "$PY" -m venv "$VENV"
   fi
@@ -26,6 +35,7 @@ missing pytest && need+=(pytest)
 missing numpy && need+=(numpy)
 missing pybind11 && need+=(pybind11)
 missing yaml && need+=(pyyaml)
+missing expecttest && need+=(expecttest)
 if [ ${#need[@]} -gt 0 ]; then
   "$VPY" -m pip install -q "${need[@]}"
 fi

@@ -53,10 +53,21 @@ def _why_not_here(vendor: str) -> Optional[str]:
     return None
 
 
+# Copies between devices are torch_fl's own job (_copy_from): FlagGems'
+# versions assume both sides are CUDA tensors.
+_NEVER_ROUTED = {
+    "_to_copy": "device changes are torch_fl's copy path; FlagGems' to_copy assumes CUDA on both sides",
+    "copy_": "device changes are torch_fl's copy path; FlagGems' copy_ assumes CUDA on both sides",
+}
+
+
 def _install(items: List[Tuple[str, Callable]]) -> None:
     """Claims the ops for the routing kernel and hands their functions over."""
     global _CONFIG_SIZE
     _CONFIG_SIZE = len(items)
+    for name in [n for n, _ in items if n in _NEVER_ROUTED]:
+        _EXCLUDED[name] = _NEVER_ROUTED[name]
+    items = [(n, fn) for n, fn in items if n not in _NEVER_ROUTED]
     names = [name for name, _ in items]
     refused = dict(_C._claim_ops(names))
     _EXCLUDED.update(refused)

@@ -7,6 +7,13 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/CPUFallback.h>
 #include <c10/util/Logging.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/bernoulli.h>
+#include <ATen/ops/clone.h>
+#include <ATen/ops/_to_copy.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include <iostream>
@@ -35,6 +42,17 @@ bool is_optional_generator(const c10::Argument& arg) {
 struct DeviceFinder {
   const OpPlan& plan;
   c10::DeviceIndex device = -1;
+
+  // The host vendor's kernels are CPU kernels and would accept a CPU tensor
+  // silently; CUDA's would refuse it. Refuse it as CUDA does (CPU scalars,
+  // i.e. 0-dim tensors, are fine there too). Copies take CPU tensors.
+  void see_other(const at::Tensor& t) {
+    if (!t.defined() || t.dim() == 0 || t.device().type() != c10::DeviceType::CPU) return;
+    if (live_vendor() != Vendor::Host || plan.accepts_host_tensors) return;
+    TORCH_CHECK(false, "Expected all tensors to be on the same device, but found at least two devices, ",
+                device >= 0 ? "flagos:" + std::to_string(device) : std::string("flagos"),
+                " and cpu! (flagos op ", plan.name, ")");
+  }
 
   void see(const at::Tensor& t) {
     if (!is_flagos(t)) return;
@@ -72,6 +90,9 @@ c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack,
   if (finder.device < 0) {
     finder.device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
   }
+  for (size_t i = begin; i < stack.size(); ++i) {
+    if (stack[i].isTensor() && !is_flagos(stack[i].toTensor())) finder.see_other(stack[i].toTensor());
+  }
   return finder.device;
 }
 
@@ -83,6 +104,26 @@ struct MutatedArg {
 
 void invoke_native(const c10::OperatorHandle& op, const OpPlan&, torch::jit::Stack* stack) {
   op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+}
+
+// native_dropout(input, p, train) has no generator argument, so the CPU
+// kernel would draw from the global CPU generator; on the host vendor draw
+// from the flagos device's generator instead, with the CPU kernel's formula.
+void invoke_host_dropout(const c10::OperatorHandle&, const OpPlan&, torch::jit::Stack* stack) {
+  auto train = torch::jit::pop(*stack).toOptional<bool>();
+  const double p = torch::jit::pop(*stack).toDouble();
+  at::Tensor input = torch::jit::pop(*stack).toTensor();
+  at::Tensor output, mask;
+  if (!train.value_or(true) || p == 0) {
+    output = input.clone();
+    mask = at::ones_like(input, input.options().dtype(at::kBool));
+  } else {
+    auto device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+    at::Tensor keep = at::empty_like(input).bernoulli_(1 - p, native_generator_of(default_generator(device)));
+    output = p == 1 ? at::zeros_like(input) : at::mul(at::mul(input, keep), 1.0 / (1 - p));
+    mask = keep.to(at::kBool);
+  }
+  torch::jit::push(*stack, std::move(output), std::move(mask));
 }
 
 // Aliases the flagos arguments as native tensors, lets `invoke` run the op
@@ -149,6 +190,7 @@ void run_on_aliases(const c10::OperatorHandle& op, const OpPlan& plan, torch::ji
   // FlagGems kernels make flagos results; an op asked for results on
   // another device takes the vendor's kernel.
   if (keep_results) invoke = &invoke_native;
+  if (invoke == &invoke_native && plan.host_dropout) invoke = &invoke_host_dropout;
   invoke(op, plan, stack);
 
   for (const auto& m : mutated) scope.write_back(m.flagos, m.alias);

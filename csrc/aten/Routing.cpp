@@ -63,6 +63,10 @@ OpPlan& plan_for(const c10::OperatorHandle& op) {
     slot = std::make_unique<OpPlan>();
     slot->name = short_op_name(op.operator_name());
     slot->has_native_kernel = has_native_kernel(op);
+    const auto& n = slot->name;
+    slot->accepts_host_tensors = n.rfind("copy", 0) == 0 || n.rfind("_copy", 0) == 0 ||
+                                 n.rfind("_to_copy", 0) == 0 || n.rfind("to.", 0) == 0;
+    slot->host_dropout = n == "native_dropout" && live_vendor() == Vendor::Host;
     for (auto& c : slot->calls) c.store(0);
   }
   slot->backend = resolve_backend(slot->name, slot->has_native_kernel);

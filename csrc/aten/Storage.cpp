@@ -72,6 +72,15 @@ c10::Storage copy_host_bytes(const c10::StorageImpl* native, c10::DeviceIndex de
   return flagos;
 }
 
+// The first `n` bytes of a flagos storage as a uint8 tensor.
+at::Tensor byte_view(const c10::Storage& storage, size_t n) {
+  auto t = at::detail::make_tensor<c10::TensorImpl>(
+      c10::Storage(storage), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
+      caffe2::TypeMeta::Make<uint8_t>());
+  t.unsafeGetTensorImpl()->set_sizes_contiguous({static_cast<int64_t>(n)});
+  return t;
+}
+
 }  // namespace
 
 at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like) {
@@ -96,11 +105,7 @@ void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
     // Copy through the native route so that it is ordered on the current
     // stream after whatever wrote the old bytes.
     c10::Storage old_storage(c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(storage));
-    auto opts = at::TensorOptions().dtype(at::kByte);
-    auto bytes = at::empty({0}, opts.device(flagos_device(device)));
-    auto src = make_flagos_tensor(old_storage, bytes.as_strided({static_cast<int64_t>(keep)}, {1}, 0));
-    auto dst = make_flagos_tensor(fresh, bytes.as_strided({static_cast<int64_t>(keep)}, {1}, 0));
-    dst.copy_(src);
+    byte_view(fresh, keep).copy_(byte_view(old_storage, keep));
   }
   storage->set_data_ptr_noswap(fresh.unsafeGetStorageImpl()->set_data_ptr(c10::DataPtr()));
   storage->set_nbytes(new_bytes);
@@ -212,7 +217,10 @@ at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Te
   for (const auto& e : entries_) {
     if (e.alias.unsafeGetTensorImpl() == result.unsafeGetTensorImpl()) return e.flagos_tensor;
   }
-  if (result.device().type() != native_device_type() || !result.has_storage()) return result;
+  if (result.device().type() != native_device_type()) return result;
+  TORCH_CHECK(result.layout() == c10::Layout::Strided && result.has_storage(),
+              "flagos: only strided tensors are supported on flagos; the op produced a ",
+              result.layout(), " tensor");
   const auto* storage = result.storage().unsafeGetStorageImpl();
   for (const auto& e : entries_) {
     if (e.native() == storage) return make_flagos_tensor(e.flagos_tensor.storage(), result);

@@ -8,10 +8,13 @@
 #include <pybind11/pybind11.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
 
+#include <cstdlib>
 #include <mutex>
+#include <unordered_set>
 #include <unordered_map>
 
 #include "aten/Routing.h"
+#include "common.h"
 #include "python/FlagGemsBridge.h"
 
 namespace py = pybind11;
@@ -76,18 +79,49 @@ void push_results(const c10::FunctionSchema& schema, torch::jit::Stack* stack, c
   }
 }
 
+bool strict() {
+  static const bool value = [] {
+    const char* v = std::getenv("FLAGOS_FLAGGEMS_STRICT");
+    return v && *v && std::string(v) != "0";
+  }();
+  return value;
+}
+
+void warn_once(const OpPlan& plan, const std::string& message) {
+  static std::mutex mutex;
+  static std::unordered_set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!warned.insert(plan.name).second) return;
+  TORCH_WARN("flagos: FlagGems could not run ", plan.name, " for these arguments (",
+             message.substr(0, 300), "); running the vendor's kernel instead. "
+             "FLAGOS_FLAGGEMS_STRICT=1 makes this an error.");
+}
+
 void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
-  py::gil_scoped_acquire gil;
-  PyObject* fn = function_for(plan);
-  try {
-    auto [args, kwargs] = to_python(op.schema(), stack);
-    py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
-    push_results(op.schema(), stack, out);
-  } catch (py::error_already_set& e) {
-    std::string message = e.what();
-    TORCH_CHECK(false, "flagos: FlagGems (", flagos_backend_name(plan.backend), ") failed on ",
-                plan.name, ": ", message);
+  const size_t n = op.schema().arguments().size();
+  // Kept so that a call FlagGems refuses (unsupported dtype, layout, shape)
+  // can still run on the vendor's kernel with the same arguments.
+  const size_t base = stack->size() - n;
+  std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
+  std::string failure;
+  {
+    py::gil_scoped_acquire gil;
+    PyObject* fn = function_for(plan);
+    try {
+      auto [args, kwargs] = to_python(op.schema(), stack);
+      py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
+      push_results(op.schema(), stack, out);
+      return;
+    } catch (py::error_already_set& e) {
+      failure = e.what();
+    }
   }
+  TORCH_CHECK(!strict(), "flagos: FlagGems (", flagos_backend_name(plan.backend), ") failed on ",
+              plan.name, ": ", failure);
+  warn_once(plan, failure);
+  stack->erase(stack->begin() + std::min(base, stack->size()), stack->end());
+  for (auto& v : saved) stack->push_back(std::move(v));
+  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
 }
 
 }  // namespace

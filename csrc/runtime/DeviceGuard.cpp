@@ -23,6 +23,10 @@ const c10::impl::DeviceGuardImplInterface* cuda_guard() {
   return c10::impl::getDeviceGuardImpl(DeviceType::CUDA);
 }
 
+// A flagos device with a checked index (-1 means the current device); the
+// CUDA guard would index its per-device tables with it unchecked.
+Device checked(Device d);
+
 Device to_cuda(Device d) { return Device(DeviceType::CUDA, d.index()); }
 Stream to_cuda(const Stream& s) {
   return Stream(Stream::UNSAFE, to_cuda(s.device()), s.id());
@@ -36,11 +40,26 @@ bool on_cuda() { return live_vendor() == Vendor::Cuda; }
 
 flagos_event_t as_event(void* event) { return static_cast<flagos_event_t>(event); }
 
+Device checked(Device d) {
+  if (!d.has_index()) {
+    int current = 0;
+    if (live_vendor() == Vendor::Cuda) {
+      current = c10::impl::getDeviceGuardImpl(DeviceType::CUDA)->getDevice().index();
+    } else {
+      FLAGOS_CHECK(flagos_get_device(&current));
+    }
+    return Device(DeviceType::PrivateUse1, static_cast<DeviceIndex>(current));
+  }
+  check_device_index(d.index());
+  return d;
+}
+
 struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   DeviceType type() const override { return DeviceType::PrivateUse1; }
 
   Device exchangeDevice(Device d) const override {
     TORCH_INTERNAL_ASSERT(d.type() == DeviceType::PrivateUse1);
+    d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->exchangeDevice(to_cuda(d)));
     check_device_index(d.index());
     int previous = 0;
@@ -57,6 +76,7 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
 
   void setDevice(Device d) const override {
     TORCH_INTERNAL_ASSERT(d.type() == DeviceType::PrivateUse1);
+    d = checked(d);
     if (on_cuda()) return cuda_guard()->setDevice(to_cuda(d));
     check_device_index(d.index());
     FLAGOS_CHECK(flagos_set_device(d.index()));
@@ -68,26 +88,31 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   }
 
   Stream getStream(Device d) const override {
+    d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->getStream(to_cuda(d)));
     return Stream(Stream::UNSAFE, d, host_streams::current(d.index()));
   }
 
   Stream getDefaultStream(Device d) const override {
+    d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->getDefaultStream(to_cuda(d)));
     return Stream(Stream::UNSAFE, d, 0);
   }
 
   Stream getStreamFromGlobalPool(Device d, bool isHighPriority = false) const override {
+    d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->getStreamFromGlobalPool(to_cuda(d), isHighPriority));
     return Stream(Stream::UNSAFE, d, host_streams::from_pool(d.index(), isHighPriority));
   }
 
   Stream getNewStream(Device d, int priority = 0) const override {
+    d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->getNewStream(to_cuda(d), priority));
     return Stream(Stream::UNSAFE, d, host_streams::create(d.index(), priority));
   }
 
   Stream exchangeStream(Stream s) const override {
+    check_device_index(s.device_index());
     if (on_cuda()) return to_flagos(cuda_guard()->exchangeStream(to_cuda(s)));
     Stream previous(Stream::UNSAFE, s.device(), host_streams::current(s.device_index()));
     host_streams::set_current(s.device_index(), s.id());
@@ -117,6 +142,7 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   }
 
   void synchronizeDevice(const DeviceIndex index) const override {
+    check_device_index(index);
     if (on_cuda()) return cuda_guard()->synchronizeDevice(index);
     check_device_index(index);
     int previous = 0;

@@ -6,6 +6,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -58,14 +59,16 @@ LiveVendor start_runtime() {
 
 const LiveVendor& live() {
   // A failed start is retried on the next call and raises each time, so the
-  // user sees the cause instead of a later unrelated error.
+  // user sees the cause instead of a later unrelated error. After a start
+  // the answer is read without a lock: it sits on every op's path.
   static std::mutex mutex;
   static LiveVendor value;
-  static bool started = false;
+  static std::atomic<bool> started{false};
+  if (C10_LIKELY(started.load(std::memory_order_acquire))) return value;
   std::lock_guard<std::mutex> lock(mutex);
-  if (!started) {
+  if (!started.load(std::memory_order_relaxed)) {
     value = start_runtime();
-    started = true;
+    started.store(true, std::memory_order_release);
   }
   return value;
 }
