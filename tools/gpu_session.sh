@@ -21,9 +21,13 @@ for step in "$@"; do
     ctest) FLAGOS_REQUIRE_CUDA=1 ctest --test-dir "$(cat build/current)/runtime" --output-on-failure 2>&1 | tail -20 | tee "$OUT/ctest.log" ;;
     pytest) .venv/bin/python -m pytest tests -q -x -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -40 ;;
     pytest-all) .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -60 ;;
+    # The native route everywhere (FlagGems kept out: its JIT would dominate),
+    # then the tests that are about FlagGems.
+    pytest-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "not flaggems and not flaggems_python" 2>&1 | tee "$OUT/pytest-native.log" | tail -40 ;;
+    pytest-flaggems) .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "flaggems or flaggems_python" 2>&1 | tee "$OUT/pytest-flaggems.log" | tail -40 ;;
     demo) .venv/bin/python examples/demo.py 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     bench) .venv/bin/python benchmarks/dispatch_overhead.py --out "$OUT/dispatch_overhead.json" 2>&1 | tail -20 ;;
-    ops) .venv/bin/python tools/operator_support.py --out "$OUT/operator_support.json" --md "$OUT/operator-support.md" 2>&1 | tail -30 ;;
+    ops) .venv/bin/python tools/operator_support.py --out "$OUT/operator_support.json" --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers 14 --budget ${OPS_BUDGET:-300} 2>&1 | tail -30 ;;
     qwen3) .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" 2>&1 | tail -30 ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;

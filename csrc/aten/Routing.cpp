@@ -43,10 +43,12 @@ void set_log_dispatch(bool on) { log_dispatch.store(on); }
 flagos_backend_t resolve_backend(const std::string& op_name, bool native_kernel) {
   flagos_backend_t chosen = routing_state::explicit_backend(op_name);
   if (chosen == FLAGOS_BACKEND_FLAGGEMS) chosen = FLAGOS_BACKEND_FLAGOS;  // one path, two names
+  const flagos_backend_t native = live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+  // Asking for the vendor's kernel of an op it has none for means the CPU.
+  if (chosen == native && !native_kernel) return FLAGOS_BACKEND_CPU;
   if (chosen != FLAGOS_BACKEND_DEFAULT) return chosen;
   if (routing_state::flaggems_default_for(op_name)) return FLAGOS_BACKEND_FLAGOS;
-  if (!native_kernel) return FLAGOS_BACKEND_CPU;
-  return live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+  return native_kernel ? native : FLAGOS_BACKEND_CPU;
 }
 
 OpPlan& plan_for(const c10::OperatorHandle& op) {
