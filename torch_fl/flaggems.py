@@ -45,8 +45,12 @@ def capture_config() -> List[Tuple[str, Callable]]:
     return lib.items
 
 
+def _disabled() -> bool:
+    return os.environ.get("FLAGOS_DISABLE_FLAGGEMS_PY", "0") not in ("", "0")
+
+
 def _why_not_here(vendor: str) -> Optional[str]:
-    if os.environ.get("FLAGOS_DISABLE_FLAGGEMS_PY", "0") not in ("", "0"):
+    if _disabled():
         return "is disabled by FLAGOS_DISABLE_FLAGGEMS_PY=1"
     if vendor != "cuda":
         return f"cannot run Triton kernels on the '{vendor}' vendor"
@@ -101,7 +105,12 @@ def install_functions(functions: Dict[str, Callable]) -> None:
     """Serves ops with the given Python functions on the FlagGems routes,
     as FlagGems' own functions are. Functions receive CUDA (or, on the host
     vendor, CPU) aliases of flagos tensors; used by tests and by users who
-    bring a kernel of their own."""
+    bring a kernel of their own. Refused (RuntimeError) under
+    FLAGOS_DISABLE_FLAGGEMS_PY=1. Ops that decompose above the backend key
+    (CompositeImplicitAutograd) and copies are refused: see excluded_ops()."""
+    if _disabled():
+        raise RuntimeError("torch_fl.flaggems.install_functions: FlagGems functions are disabled "
+                           "by FLAGOS_DISABLE_FLAGGEMS_PY=1")
     _install(list(functions.items()))
 
 

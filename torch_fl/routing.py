@@ -48,6 +48,16 @@ def _check(op: str, backend: str, where: str) -> None:
     reason = _unrunnable_reason(backend) if backend != "default" else None
     if reason:
         raise ValueError(f"{where}: cannot route '{op}': {reason}")
+    if backend in _FLAGGEMS_BACKENDS and not _flaggems_serves(_strip(op)):
+        raise ValueError(f"{where}: cannot route '{op}' to '{backend}': FlagGems has no function for "
+                         f"it here (it serves {len(_flaggems.available_ops())} ops; see "
+                         "torch_fl.flaggems.available_ops() and excluded_ops())")
+
+
+def _flaggems_serves(op: str) -> bool:
+    """An exact name FlagGems serves, or a bare name one of whose overloads it serves."""
+    ops = _flaggems.available_ops()
+    return op in ops or ("." not in op and any(o.split(".", 1)[0] == op for o in ops))
 
 
 def load(config: Optional[str] = None) -> None:
@@ -61,15 +71,13 @@ def load(config: Optional[str] = None) -> None:
     if not path:
         default = packaged_config()
         path = str(default) if default.is_file() else ""
-    previous = [(op, backend) for op, backend, _, _ in _C._routing_entries()]
+    previous = entries()
     _C._routing_load(path, True)
     try:
         for op, backend, origin, line in _C._routing_entries():
             _check(op, backend, f"{origin}:{line}" if line else origin)
     except ValueError:
-        _C._routing_load("", False)
-        for op, backend in previous:
-            _C._routing_set(op, backend)
+        _C._routing_restore(previous)
         raise
 
 
@@ -90,26 +98,53 @@ def entries():
 
 def set_route(op: str, backend: str) -> None:
     """Routes ``op`` (bare name = every overload without its own entry) to
-    ``backend``; "default" removes the explicit choice."""
+    ``backend``; "default" removes the explicit choice. Takes effect at the
+    next call of the op. A bad op or backend raises ValueError and changes
+    nothing."""
     op = _strip(op)
     _check(op, backend, "set_route")
-    _C._routing_set(op, backend)
+    _apply(op, backend)
+
+
+def _apply(op: str, backend: str) -> None:
+    if backend == "default":  # no entry: an exact overload then falls back to its bare name
+        _C._routing_restore([e for e in _C._routing_entries() if e[0] != op])
+    else:
+        _C._routing_set(op, backend)
+
+
+def _keyword_op(name: str) -> str:
+    """The op a keyword of override() names: '__' stands for '.', taken at
+    the last '__' so that dunder ops work (``__or____Tensor`` is
+    ``__or__.Tensor``); a name that is already an op stays as it is."""
+    name = _strip(name)
+    if "." in name or _C._op_exists(name) or "__" not in name.strip("_"):
+        return name
+    base, overload = name.rsplit("__", 1)
+    candidate = f"{base}.{overload}"
+    return candidate if _C._op_exists(candidate) else name.replace("__", ".")
 
 
 @contextlib.contextmanager
 def override(**routes: str) -> Iterator[None]:
-    """``with override(mm="cpu", add__Tensor="cuda"):`` ('__' stands for '.')."""
-    changes = {op.replace("__", "."): backend for op, backend in routes.items()}
+    """``with override(mm="cpu", add__Tensor="cuda"):`` ('__' stands for '.').
+    On exit the table is as before for these ops, entries' origins included;
+    entries of other ops made inside the block stay."""
+    changes = {_keyword_op(op): backend for op, backend in routes.items()}
     for op, backend in changes.items():
         _check(op, backend, "override")
-    before = table()
+    before = {e[0]: tuple(e) for e in _C._routing_entries()}
     try:
         for op, backend in changes.items():
-            _C._routing_set(op, backend)
+            _apply(op, backend)
         yield
     finally:
-        for op in changes:
-            _C._routing_set(op, before.get(op, "default"))
+        now = [tuple(e) for e in _C._routing_entries()]
+        restored = [before[e[0]] if e[0] in changes else e
+                    for e in now if e[0] not in changes or e[0] in before]
+        present = {e[0] for e in restored}
+        restored += [before[op] for op in changes if op in before and op not in present]
+        _C._routing_restore(restored)
 
 
 def stats() -> Dict[str, Dict[str, int]]:

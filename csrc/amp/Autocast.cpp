@@ -51,8 +51,12 @@ struct AutocastFallthrough {
 };
 AutocastFallthrough autocast_fallthrough;
 
-}  // namespace
-}  // namespace torch_fl
+// The policy lists spell signatures as PyTorch's own file does, inside
+// namespace at.
+using at::IntArrayRef;
+using at::Scalar;
+using at::ScalarType;
+using at::Tensor;
 
 TORCH_LIBRARY_IMPL(aten, AutocastPrivateUse1, m) {
   // lower_precision_fp
@@ -79,5 +83,8 @@ TORCH_LIBRARY_IMPL(aten, AutocastPrivateUse1, m) {
 #undef FLAGOS_KERNEL_PROMOTE
 
   m.impl(TORCH_SELECTIVE_NAME("aten::binary_cross_entropy"),
-         TORCH_FN((&torch_fl::binary_cross_entropy_banned)));
+         TORCH_FN((&binary_cross_entropy_banned)));
 }
+
+}  // namespace
+}  // namespace torch_fl

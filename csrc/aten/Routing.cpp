@@ -46,8 +46,12 @@ flagos_backend_t resolve_backend(const std::string& op_name, bool native_kernel)
   const flagos_backend_t native = live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
   // Asking for the vendor's kernel of an op it has none for means the CPU.
   if (chosen == native && !native_kernel) return FLAGOS_BACKEND_CPU;
-  if (chosen != FLAGOS_BACKEND_DEFAULT) return chosen;
-  if (routing_state::flaggems_default_for(op_name)) return FLAGOS_BACKEND_FLAGOS;
+  const bool flaggems_has_op = routing_state::flaggems_default_for(op_name);
+  // A bare-name entry ("add = flagos") covers the overloads FlagGems serves;
+  // the others take the defaults below instead of failing at every call.
+  const bool on_flaggems = chosen == FLAGOS_BACKEND_FLAGOS || chosen == FLAGOS_BACKEND_FLAGOS_PYTHON;
+  if (chosen != FLAGOS_BACKEND_DEFAULT && !(on_flaggems && !flaggems_has_op)) return chosen;
+  if (flaggems_has_op) return FLAGOS_BACKEND_FLAGOS;
   return native_kernel ? native : FLAGOS_BACKEND_CPU;
 }
 

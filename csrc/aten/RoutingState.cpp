@@ -52,6 +52,41 @@ void load(const std::string& config_path, bool read_environ) {
   invalidate_plans();
 }
 
+void restore(const std::vector<Entry>& wanted) {
+  // Rebuilds a table holding exactly `wanted`, in order, each entry with its
+  // own origin and line (so that entries() reads as before an override).
+  flagos_routing_table_t fresh = nullptr;
+  FLAGOS_CHECK(flagos_routing_create(&fresh));
+  for (const auto& e : wanted) {
+    flagos_status_t status = FLAGOS_SUCCESS;
+    if (e.line > 0 && e.backend != "default") {
+      // A config line: blank lines up to its number keep file:line.
+      std::string text(static_cast<size_t>(e.line - 1), '\n');
+      text += e.op + " = " + e.backend + "\n";
+      status = flagos_routing_load_string(fresh, text.c_str(), e.origin.c_str());
+    } else if (e.origin.rfind("FLAGOS_OP_", 0) == 0 && e.backend != "default") {
+      std::string var = e.origin + "=" + e.backend;
+      char* vars[] = {var.data(), nullptr};
+      status = flagos_routing_load_environ(fresh, vars);
+    } else {
+      flagos_backend_t backend = FLAGOS_BACKEND_DEFAULT;
+      if (e.backend != "default") status = flagos_backend_parse(e.backend.c_str(), &backend);
+      if (status == FLAGOS_SUCCESS) status = flagos_routing_set(fresh, e.op.c_str(), backend);
+    }
+    if (status != FLAGOS_SUCCESS) {
+      std::string message = flagos_last_error();
+      flagos_routing_destroy(fresh);
+      TORCH_CHECK_VALUE(false, "restoring the routing table: ", message);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    std::swap(table, fresh);
+  }
+  if (fresh) flagos_routing_destroy(fresh);
+  invalidate_plans();
+}
+
 void set(const std::string& op_name, flagos_backend_t backend) {
   {
     std::lock_guard<std::mutex> lock(mutex);

@@ -33,6 +33,8 @@ struct Entry {
   int line;
 };
 std::vector<Entry> entries();
+// Replaces the table by exactly these entries (origins and lines kept).
+void restore(const std::vector<Entry>& entries);
 void set_flaggems_ops(std::vector<std::string> ops);
 
 }  // namespace routing_state

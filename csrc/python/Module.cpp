@@ -167,6 +167,12 @@ PYBIND11_MODULE(_C, m) {
     }
     return out;
   });
+  m.def("_routing_restore", [](const std::vector<std::tuple<std::string, std::string, std::string, int>>& items) {
+    std::vector<routing_state::Entry> wanted;
+    wanted.reserve(items.size());
+    for (const auto& [op, backend, origin, line] : items) wanted.push_back({op, backend, origin, line});
+    routing_state::restore(wanted);
+  });
   m.def("_routing_resolve", [](const std::string& op) {
     // Ops that have no native kernel resolve to cpu; asking the dispatcher
     // needs the overload, so a bare name is answered for "has a kernel".
