@@ -28,6 +28,15 @@ MARKS = {
 }
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("torch_fl")
+    group.addoption("--model", default=None, metavar="PATH",
+                    help="local folder with real Qwen3 weights (config.json + *.safetensors) for the "
+                         "Qwen3 tests; default: the Qwen3-0.6B architecture with seeded random weights")
+    group.addoption("--steps", type=int, default=None, metavar="N",
+                    help="training steps of the Qwen3 training tests (default 20; 10 for the small config)")
+
+
 def pytest_configure(config):
     for name, doc in MARKS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_fl
-from conftest import requires_cuda, tol
+from conftest import VENDOR, requires_cuda
 
 LOW = "lower_precision_fp"
 FP32 = "fp32"
@@ -254,12 +254,14 @@ def _train_with_scaler(device, low, steps=8):
         if device.type == "flagos":
             with torch.autocast("flagos", dtype=low):
                 logits = _mlp_forward(params, x, lambda t: t)
-                loss = F.cross_entropy(logits, y)  # fp32 policy (log_softmax, nll_loss)
+                loss = F.cross_entropy(logits, y)
         else:
             logits = _mlp_forward(params, x, lambda t: t.to(low))
-            loss = F.cross_entropy(logits.float(), y)
+            # cross_entropy calls log_softmax with an explicit dtype (the
+            # logits'), which autocast keeps; nll_loss is fp32 policy.
+            loss = F.nll_loss(torch.log_softmax(logits, 1, dtype=low).float(), y)
         assert logits.dtype == low and loss.dtype == torch.float32
-        boost = 1e6 if step == 3 else 1.0
+        boost = 1e6 if step == 3 and low == torch.float16 else 1.0
         opt.zero_grad()
         scaler.scale(loss * boost).backward()
         scaler.step(opt)
@@ -276,10 +278,13 @@ def test_gradscaler_training_matches_cpu(low, dev):
     losses_c, scales_c, params_c = _train_with_scaler(torch.device("cpu"), low)
     assert scales_f == scales_c
     if low == torch.float16:
-        assert min(scales_f) < 2.0 ** 12, "the overflowing step should have lowered the scale"
-    torch.testing.assert_close(torch.tensor(losses_f), torch.tensor(losses_c), rtol=1e-3, atol=1e-3)
+        assert scales_f[3] < scales_f[2], f"the overflowing step should have lowered the scale: {scales_f}"
+    # The host vendor runs CPU kernels: bitwise equal in practice. A GPU's
+    # float16/bfloat16 GEMMs round differently from the CPU's.
+    close = dict(rtol=1e-5, atol=1e-5) if VENDOR == "host" else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(torch.tensor(losses_f), torch.tensor(losses_c), **close)
     for a, b in zip(params_f, params_c):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(a, b, **close)
 
 
 # ------------------------------------------------------------------ GPU

@@ -36,11 +36,20 @@ missing numpy && need+=(numpy)
 missing pybind11 && need+=(pybind11)
 missing yaml && need+=(pyyaml)
 missing expecttest && need+=(expecttest)
+missing transformers && need+=("transformers>=4.51")  # Qwen3 tests, demo, benchmark
 if [ ${#need[@]} -gt 0 ]; then
   "$VPY" -m pip install -q "${need[@]}"
 fi
 if ! command -v cmake >/dev/null 2>&1; then
   "$VPY" -m pip install -q cmake
+fi
+# Opt in (FLAGOS_SETUP_FLAGGEMS=1): FlagGems for the CPU test of its config
+# capture (tests/test_flaggems_bridge.py); triton alone is ~290 MB. --no-deps:
+# FlagGems pins versions that would replace torch's numpy/triton.
+if [ "${FLAGOS_SETUP_FLAGGEMS:-0}" = 1 ]; then
+  missing flag_gems && "$VPY" -m pip install -q --no-deps flag-gems==5.0.2
+  missing sqlalchemy && "$VPY" -m pip install -q "sqlalchemy==2.0.48"
+  missing triton && "$VPY" -m pip install -q --no-deps triton
 fi
 touch "$VENV/.ready"
 "$VPY" -c "import torch, sys; print(f'torch {torch.__version__} on Python {sys.version.split()[0]}')"

@@ -53,6 +53,7 @@ AutocastFallthrough autocast_fallthrough;
 
 // The policy lists spell signatures as PyTorch's own file does, inside
 // namespace at.
+using at::DimnameList;
 using at::IntArrayRef;
 using at::Scalar;
 using at::ScalarType;

@@ -6,7 +6,9 @@
 // results back.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <pybind11/pybind11.h>
+#include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
+#include <torch/csrc/utils/tensor_memoryformats.h>
 
 #include <cstdlib>
 #include <mutex>
@@ -39,6 +41,33 @@ bool is_default(const c10::Argument& arg, const c10::IValue& value) {
   return arg.default_value().has_value() && *arg.default_value() == value;
 }
 
+// Like torch::jit::toPyObject, but dtype, layout and memory_format
+// arguments (ints in an IValue) become torch.dtype/layout/memory_format, as
+// torch.library's Python kernels receive them.
+py::object to_py(const c10::Argument& arg, c10::IValue&& v) {
+  if (v.isNone()) return py::none();
+  const c10::Type* type = arg.real_type().get();
+  if (type->kind() == c10::TypeKind::OptionalType) {
+    type = type->castRaw<c10::OptionalType>()->getElementType().get();
+  }
+  if (v.isInt()) {
+    switch (type->kind()) {
+      case c10::TypeKind::ScalarTypeType:
+        return py::reinterpret_borrow<py::object>(
+            reinterpret_cast<PyObject*>(torch::getTHPDtype(static_cast<c10::ScalarType>(v.toInt()))));
+      case c10::TypeKind::LayoutType:
+        return py::reinterpret_borrow<py::object>(
+            reinterpret_cast<PyObject*>(torch::getTHPLayout(static_cast<c10::Layout>(v.toInt()))));
+      case c10::TypeKind::MemoryFormatType:
+        return py::reinterpret_borrow<py::object>(
+            torch::utils::getTHPMemoryFormat(static_cast<c10::MemoryFormat>(v.toInt())));
+      default:
+        break;
+    }
+  }
+  return torch::jit::toPyObject(std::move(v));
+}
+
 std::pair<py::tuple, py::dict> to_python(const c10::FunctionSchema& schema, torch::jit::Stack* stack) {
   const auto& args = schema.arguments();
   const size_t n = args.size();
@@ -55,9 +84,9 @@ std::pair<py::tuple, py::dict> to_python(const c10::FunctionSchema& schema, torc
   for (size_t i = 0; i < n; ++i) {
     c10::IValue& v = (*stack)[begin + i];
     if (!args[i].kwarg_only()) {
-      if (i < positional_end) positional[i] = torch::jit::toPyObject(std::move(v));
+      if (i < positional_end) positional[i] = to_py(args[i], std::move(v));
     } else if (!is_default(args[i], v)) {
-      kwargs[py::str(args[i].name())] = torch::jit::toPyObject(std::move(v));
+      kwargs[py::str(args[i].name())] = to_py(args[i], std::move(v));
     }
   }
   torch::jit::drop(*stack, n);

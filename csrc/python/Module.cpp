@@ -154,8 +154,13 @@ PYBIND11_MODULE(_C, m) {
   });
 
   // Routing.
+  // Config errors reach Python as ValueError with just the message (file:line, ...).
   m.def("_routing_load", [](const std::string& path, bool read_environ) {
-    routing_state::load(path, read_environ);
+    try {
+      routing_state::load(path, read_environ);
+    } catch (const c10::Error& e) {
+      throw py::value_error(e.what_without_backtrace());
+    }
   });
   m.def("_routing_set", [](const std::string& op, const std::string& backend) {
     routing_state::set(op, backend == "default" ? FLAGOS_BACKEND_DEFAULT : parse_backend(backend));
@@ -171,7 +176,11 @@ PYBIND11_MODULE(_C, m) {
     std::vector<routing_state::Entry> wanted;
     wanted.reserve(items.size());
     for (const auto& [op, backend, origin, line] : items) wanted.push_back({op, backend, origin, line});
-    routing_state::restore(wanted);
+    try {
+      routing_state::restore(wanted);
+    } catch (const c10::Error& e) {
+      throw py::value_error(e.what_without_backtrace());
+    }
   });
   m.def("_routing_resolve", [](const std::string& op) {
     // Ops that have no native kernel resolve to cpu; asking the dispatcher

@@ -1,0 +1,194 @@
+"""Qwen3 on flagos against PyTorch's own device, in the same run:
+prefill of 128 tokens, decode of 1 token with the KV cache (at ~128 tokens of
+context), and training tokens/s (AdamW, bf16 autocast on a GPU), for flagos
+under three routings and for plain torch.
+
+    python benchmarks/qwen3.py [--out results/qwen3.json] [--model PATH]
+
+Routings: "default" (the table as loaded: FlagGems where it implements an
+op), "native" (every FlagGems op routed to the vendor's kernels), "flaggems"
+(every FlagGems op routed to FlagGems); the last two need FlagGems and are
+skipped with the reason otherwise. Reference: torch CUDA on the cuda vendor,
+torch CPU on the host vendor. First calls (Triton JIT, caches) are timed
+separately from the steady state (median of repeats, synchronized).
+
+On the cuda vendor: Qwen3-0.6B architecture (seeded random weights or
+--model), bf16 inference, training 2 x 1024 tokens. On the host vendor: the
+small config, float32, training 2 x 64 tokens. --budget-s (default 200)
+skips the remaining measurements, with that reason, once the run has taken
+that long, so the whole run stays under 4 minutes on an H100.
+"""
+import argparse
+import contextlib
+import time
+import warnings
+
+import torch
+
+from _common import environment, print_table, sync, time_per_call, write_json
+
+import torch_fl  # noqa: E402
+from torch_fl import routing  # noqa: E402
+from torch_fl.models import qwen3  # noqa: E402
+
+
+@contextlib.contextmanager
+def routing_mode(mode: str):
+    if mode == "default":
+        yield
+        return
+    backend = {"native": torch_fl.flagos.vendor(), "flaggems": "flagos"}[mode]
+    ops = torch_fl._flaggems.available_ops()
+    before = routing.table()
+    try:
+        for op in ops:
+            routing.set_route(op, backend)
+        yield
+    finally:
+        for op in ops:
+            routing.set_route(op, before.get(op, "default"))
+
+
+def _first_call(fn, device):
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
+    """Prefill, decode and training numbers of one target; ms and tokens/s."""
+    result = {}
+    vocab = qwen3.vocab_size(base)
+    model = qwen3.clone_to(base, device, dtype)
+    prompt = qwen3.random_tokens(1, args.prefill, vocab, seed=1).to(device)
+    kw = qwen3._cache_keyword(model)
+
+    with torch.no_grad():
+        def prefill():
+            return model(input_ids=prompt, use_cache=True)
+
+        result["prefill_first_ms"] = _first_call(prefill, device)
+        result["prefill_ms"] = time_per_call(prefill, device, calls=2, repeats=3, warmup=1) / 1e3
+        result["prefill_tokens_per_s"] = args.prefill / result["prefill_ms"] * 1e3
+
+        out = prefill()
+        state = {"cache": qwen3._cache_of(out), "token": out.logits[:, -1:].argmax(-1)}
+
+        def decode():
+            o = model(input_ids=state["token"], use_cache=True, **{kw: state["cache"]})
+            state["cache"], state["token"] = qwen3._cache_of(o), o.logits[:, -1:].argmax(-1)
+
+        result["decode_first_ms"] = _first_call(decode, device)
+        result["decode_ms"] = time_per_call(decode, device, calls=4, repeats=3, warmup=1) / 1e3
+        result["decode_tokens_per_s"] = 1e3 / result["decode_ms"]
+    del model, state, out
+
+    if args.skip_train:
+        result["train_skipped"] = "--skip-train"
+    elif time.perf_counter() > deadline:
+        result["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
+    else:
+        model = qwen3.clone_to(base, device)  # float32 weights and AdamW state
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True, fused=False)
+        tokens = qwen3.random_tokens(args.train_batch, args.train_len, vocab, seed=2).to(device)
+        autocast = torch.bfloat16 if gpu else None
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
+                loss = qwen3.lm_loss(model, tokens)
+            loss.backward()
+            opt.step()
+
+        result["train_first_ms"] = _first_call(step, device)
+        result["train_step_ms"] = time_per_call(step, device, calls=2, repeats=2, warmup=0) / 1e3
+        result["train_tokens_per_s"] = tokens.numel() / result["train_step_ms"] * 1e3
+        del model, opt
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--model", default=None, metavar="PATH", help="local folder with real Qwen3 weights")
+    parser.add_argument("--size", choices=["small", "0.6b"], default=None,
+                        help="architecture (default: 0.6b on a GPU vendor, small on host)")
+    parser.add_argument("--prefill", type=int, default=128, help="prompt tokens")
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
+    parser.add_argument("--budget-s", type=float, default=200.0)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+    t_start = time.perf_counter()
+    deadline = t_start + args.budget_s
+    vendor = torch_fl.flagos.vendor()
+    gpu = vendor != "host"
+    size = args.size or ("0.6b" if gpu else "small")
+    dtype = torch.bfloat16 if gpu else torch.float32
+    args.train_len = args.train_len or (1024 if gpu else 64)
+    reference = {"cuda": "cuda", "host": "cpu"}.get(vendor, "cpu")
+
+    base = qwen3.build_model(size, seed=0, model_path=args.model)
+    print(f"Qwen3 {args.model or size} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), "
+          f"vendor '{vendor}', inference {str(dtype).replace('torch.', '')}, "
+          f"train {args.train_batch}x{args.train_len} tokens{' bf16 autocast' if gpu else ''}")
+
+    targets = [(f"flagos {m}", "flagos", m) for m in args.modes.split(",") if m]
+    targets.append((f"torch {reference}", reference, None))
+    results, skipped = {}, {}
+    for label, device, mode in targets:
+        if mode in ("native", "flaggems") and not torch_fl._flaggems.available():
+            skipped[label] = f"needs FlagGems, which {torch_fl._flaggems.unavailable_reason()}"
+            continue
+        if time.perf_counter() > deadline and mode is not None:
+            skipped[label] = f"time budget of {args.budget_s:.0f} s used up"
+            continue
+        routing.reset_stats()
+        with routing_mode(mode) if mode else contextlib.nullcontext():
+            results[label] = measure(base, device, dtype, args, deadline, gpu)
+        if device == "flagos":
+            torch.flagos.empty_cache()
+            counts = {}
+            for per_backend in routing.stats().values():
+                for backend, n in per_backend.items():
+                    counts[backend] = counts.get(backend, 0) + n
+            results[label]["op_calls_per_route"] = counts
+        elif device == "cuda":
+            torch.cuda.empty_cache()
+        print(f"  {label}: done at {time.perf_counter() - t_start:.0f} s")
+
+    ref = results.get(f"torch {reference}", {})
+    columns = ["target", "prefill ms", "prefill 1st ms", "decode ms", "decode 1st ms",
+               "train tok/s", "train 1st ms", "prefill x ref", "decode x ref", "train x ref"]
+    rows = []
+    for label, r in results.items():
+        def ratio(key, inverse=False):
+            if key not in r or key not in ref:
+                return None
+            return ref[key] / r[key] if inverse else r[key] / ref[key]
+        rows.append([label, r["prefill_ms"], r["prefill_first_ms"], r["decode_ms"], r["decode_first_ms"],
+                     r.get("train_tokens_per_s"), r.get("train_first_ms"), ratio("prefill_ms"),
+                     ratio("decode_ms"), ratio("train_tokens_per_s", inverse=True)])
+    print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference}",
+                columns, rows)
+    for label, why in skipped.items():
+        print(f"skipped {label}: {why}")
+    for label, r in results.items():
+        if "train_skipped" in r:
+            print(f"{label}: training skipped: {r['train_skipped']}")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+    if args.out:
+        write_json(args.out, {"benchmark": "qwen3", "environment": environment(), "size": size,
+                              "model": args.model, "dtype": str(dtype), "prefill_tokens": args.prefill,
+                              "train_batch": [args.train_batch, args.train_len], "results": results,
+                              "skipped": skipped})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,382 @@
+"""The FlagGems bridge on CPU CI: Python functions stand in for FlagGems
+kernels (torch_fl.flaggems.install_functions) and are served through the
+same path FlagGems' own functions take. On the host vendor they receive CPU
+aliases of flagos tensors.
+
+Installing changes global routing state, so everything that installs runs in
+a subprocess: one subprocess runs every check of the stand-in suite and
+reports each one, and each check is a test here.
+"""
+import importlib.util
+import json
+import textwrap
+
+import pytest
+
+from conftest import VENDOR, run_python
+
+pytestmark = [pytest.mark.anyplatform, pytest.mark.skipif(
+    VENDOR != "host", reason=f"stand-in functions receive CPU aliases on the host vendor only (live vendor: {VENDOR})")]
+
+_HARNESS = """
+import json, sys, traceback, warnings
+import torch, torch_fl
+from torch_fl import flaggems, routing
+RESULTS = {}
+def check(fn):
+    try:
+        fn()
+        RESULTS[fn.__name__] = "ok"
+    except BaseException:
+        RESULTS[fn.__name__] = traceback.format_exc()
+    return fn
+"""
+
+_STANDIN_SUITE = r'''
+seen = {}
+def recorder(name, fn):
+    def wrapper(*args, **kwargs):
+        seen.setdefault(name, []).append((args, kwargs))
+        return fn(*args, **kwargs)
+    return wrapper
+
+def boom(*args, **kwargs):
+    raise RuntimeError("stand-in kernel refuses")
+
+FUNCTIONS = {
+    "add.Tensor": lambda a, b, *, alpha=1: torch.ops.aten.add.Tensor(a, b, alpha=alpha),
+    "sum.dim_IntList": lambda x, dim, keepdim=False, *, dtype=None: torch.sum(x, dim, keepdim, dtype=dtype),
+    "mul_.Tensor": lambda a, b: a.mul_(b),
+    "mm.out": lambda a, b, *, out: torch.mm(a, b, out=out),
+    "aminmax": lambda x, *, dim=None, keepdim=False: torch.aminmax(x, dim=dim, keepdim=keepdim),
+    "max.dim": lambda x, dim, keepdim=False: torch.max(x, dim, keepdim),
+    "t": lambda x: x.t(),
+    "clone": lambda x, *, memory_format=None: torch.clone(x, memory_format=memory_format),
+    "neg": boom,
+    "softmax.int": boom,
+    "linear": boom,
+    "_to_copy": boom,
+    "copy_": boom,
+}
+FUNCTIONS = {k: recorder(k, f) for k, f in FUNCTIONS.items()}
+flaggems.install_functions(FUNCTIONS)
+SERVED = sorted(set(FUNCTIONS) - {"softmax.int", "linear", "_to_copy", "copy_"})
+dev = "flagos"
+
+def last(name):
+    return seen[name][-1]
+
+@check
+def test_functional_values_and_device():
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    n = len(seen.get("add.Tensor", []))
+    r = a.to(dev) + b.to(dev)
+    assert len(seen["add.Tensor"]) == n + 1
+    args, kwargs = last("add.Tensor")
+    assert all(t.device.type == "cpu" for t in args), [t.device for t in args]
+    assert r.device.type == "flagos"
+    torch.testing.assert_close(r.cpu(), a + b)
+
+@check
+def test_arguments_as_torch_library_passes_them():
+    x = torch.randn(3, 4, device=dev)
+    y = torch.randn(3, 4, device=dev)
+    torch.add(x, y)
+    args, kwargs = last("add.Tensor"); assert len(args) == 2 and kwargs == {}, (len(args), kwargs)
+    torch.add(x, y, alpha=2)
+    args, kwargs = last("add.Tensor"); assert len(args) == 2 and kwargs == {"alpha": 2}, kwargs
+    r = torch.sum(x, [0])
+    args, kwargs = last("sum.dim_IntList")
+    assert len(args) == 2 and args[1] == [0] and kwargs == {}, (args[1:], kwargs)
+    torch.sum(x, [0], keepdim=True)
+    args, kwargs = last("sum.dim_IntList"); assert len(args) == 3 and args[2] is True and kwargs == {}
+    r = torch.sum(x, [1], dtype=torch.float64)
+    args, kwargs = last("sum.dim_IntList")
+    assert len(args) == 2 and kwargs == {"dtype": torch.float64}, (args[1:], kwargs)
+    assert r.dtype == torch.float64 and r.device.type == "flagos"
+    torch.testing.assert_close(r.cpu(), x.cpu().sum(1, dtype=torch.float64))
+    c = x.clone(memory_format=torch.contiguous_format)
+    args, kwargs = last("clone")
+    assert kwargs == {"memory_format": torch.contiguous_format}, kwargs
+    x.clone()
+    assert last("clone")[1] == {}
+
+@check
+def test_inplace_returns_same_object():
+    a, b = torch.randn(5), torch.randn(5)
+    x = a.to(dev); y = b.to(dev)
+    v0 = x._version
+    r = x.mul_(y)
+    assert r is x
+    assert "mul_.Tensor" in seen
+    assert x._version > v0
+    torch.testing.assert_close(x.cpu(), a * b)
+
+@check
+def test_out_variant_right_size():
+    a, b = torch.randn(3, 4), torch.randn(4, 2)
+    out = torch.empty(3, 2, device=dev)
+    ptr = out.data_ptr()
+    r = torch.mm(a.to(dev), b.to(dev), out=out)
+    assert r is out and out.data_ptr() == ptr
+    assert last("mm.out")[1]["out"].device.type == "cpu"
+    torch.testing.assert_close(out.cpu(), a @ b)
+
+@check
+def test_out_variant_wrong_size():
+    a, b = torch.randn(3, 4), torch.randn(4, 2)
+    out = torch.empty(7, device=dev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "output was resized" deprecation
+        r = torch.mm(a.to(dev), b.to(dev), out=out)
+    assert r is out and out.shape == (3, 2) and out.device.type == "flagos"
+    torch.testing.assert_close(out.cpu(), a @ b)
+
+@check
+def test_multi_output():
+    a = torch.randn(4, 5)
+    mn, mx = torch.aminmax(a.to(dev), dim=1)
+    assert last("aminmax")[1] == {"dim": 1}
+    assert mn.device.type == mx.device.type == "flagos"
+    torch.testing.assert_close((mn.cpu(), mx.cpu()), tuple(torch.aminmax(a, dim=1)))
+    values, indices = torch.max(a.to(dev), 1)
+    assert "max.dim" in seen
+    assert values.device.type == indices.device.type == "flagos"
+    ref = torch.max(a, 1)
+    torch.testing.assert_close(values.cpu(), ref.values)
+    assert torch.equal(indices.cpu(), ref.indices)
+
+@check
+def test_view_result_shares_storage():
+    x = torch.randn(3, 4, device=dev)
+    n = len(seen.get("t", []))
+    v = x.t()
+    assert len(seen["t"]) == n + 1
+    assert v.device.type == "flagos" and v.shape == (4, 3)
+    assert v.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+    assert v._base is x
+    v[0, 1] = 42.0
+    assert x[1, 0].item() == 42.0
+
+@check
+def test_failing_function_falls_back_with_one_warning():
+    a = torch.randn(6)
+    x = a.to(dev)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        r1 = -x
+        r2 = torch.neg(x)
+    msgs = [str(m.message) for m in w if "FlagGems could not run" in str(m.message)]
+    assert len(msgs) == 1 and "neg" in msgs[0], msgs
+    assert len(seen["neg"]) == 2, "the function was tried on both calls"
+    torch.testing.assert_close(r1.cpu(), -a)
+    torch.testing.assert_close(r2.cpu(), -a)
+
+@check
+def test_composite_implicit_ops_refused_and_native():
+    ex = flaggems.excluded_ops()
+    for op in ("softmax.int", "linear"):
+        assert "CompositeImplicitAutograd" in ex[op], ex
+        assert op not in flaggems.available_ops()
+        assert routing.route_of(op) == "cpu"
+    a, w = torch.randn(2, 3), torch.randn(4, 3)
+    r = torch.nn.functional.linear(a.to(dev), w.to(dev))
+    s = torch.softmax(a.to(dev), dim=1)
+    assert "linear" not in seen and "softmax.int" not in seen
+    torch.testing.assert_close(r.cpu(), a @ w.T)
+    torch.testing.assert_close(s.cpu(), torch.softmax(a, 1))
+
+@check
+def test_copies_never_routed():
+    ex = flaggems.excluded_ops()
+    assert "_to_copy" in ex and "copy_" in ex
+    a = torch.randn(4)
+    x = a.to(dev)
+    y = torch.empty(4, device=dev).copy_(x)
+    z = x.to(torch.float64)
+    assert "_to_copy" not in seen and "copy_" not in seen
+    assert routing.route_of("_to_copy") == "cpu" and routing.route_of("copy_") == "cpu"
+    torch.testing.assert_close(y.cpu(), a)
+    torch.testing.assert_close(z.cpu(), a.double())
+
+@check
+def test_enabled_and_registered_ops_tell_the_truth():
+    assert flaggems.available_ops() == SERVED
+    assert torch_fl.is_flaggems_enabled() is True
+    assert torch_fl.get_registered_ops() == SERVED
+    with routing.override(**{op: "cpu" for op in SERVED[:2]}):
+        assert torch_fl.get_registered_ops() == SERVED[2:]
+    with routing.override(**{op: "cpu" for op in SERVED}):
+        assert torch_fl.is_flaggems_enabled() is False
+        assert torch_fl.get_registered_ops() == []
+        n = len(seen["add.Tensor"])
+        x = torch.ones(2, device=dev)
+        x + x
+        assert len(seen["add.Tensor"]) == n, "routed to cpu: the function is not called"
+    assert torch_fl.is_flaggems_enabled() is True
+    assert torch_fl.get_registered_ops() == SERVED
+
+@check
+def test_autograd_through_standin():
+    a = torch.randn(3, 4, dtype=torch.float64)
+    b = torch.randn(3, 4, dtype=torch.float64)
+    x = a.to(dev).requires_grad_()
+    y = b.to(dev).requires_grad_()
+    n = len(seen["add.Tensor"])
+    out = torch.add(x * y, y, alpha=3)
+    assert len(seen["add.Tensor"]) > n
+    assert out.grad_fn is not None
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(x.grad.cpu(), b)
+    torch.testing.assert_close(y.grad.cpu(), a + 3)
+    assert x.grad.device.type == "flagos"
+
+@check
+def test_install_again_replaces_function():
+    flaggems.install_functions({"neg": lambda x: torch.ops.aten.neg(x) * 0 + 7})
+    r = -torch.ones(2, device=dev)
+    assert r.cpu().tolist() == [7.0, 7.0]
+
+print("RESULTS " + json.dumps(RESULTS))
+'''
+
+STANDIN_CHECKS = [
+    "test_functional_values_and_device",
+    "test_arguments_as_torch_library_passes_them",
+    "test_inplace_returns_same_object",
+    "test_out_variant_right_size",
+    "test_out_variant_wrong_size",
+    "test_multi_output",
+    "test_view_result_shares_storage",
+    "test_failing_function_falls_back_with_one_warning",
+    "test_composite_implicit_ops_refused_and_native",
+    "test_copies_never_routed",
+    "test_enabled_and_registered_ops_tell_the_truth",
+    "test_autograd_through_standin",
+    "test_install_again_replaces_function",
+]
+
+
+def _results(proc):
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(lines[-1][len("RESULTS "):])
+
+
+@pytest.fixture(scope="module")
+def standin_results():
+    return _results(run_python(_HARNESS + _STANDIN_SUITE))
+
+
+def test_standin_suite_covers_every_check(standin_results):
+    assert sorted(standin_results) == sorted(STANDIN_CHECKS)
+
+
+@pytest.mark.parametrize("name", STANDIN_CHECKS)
+def test_standin(standin_results, name):
+    result = standin_results.get(name, "did not run")
+    assert result == "ok", result
+
+
+def test_strict_mode_raises_naming_the_op():
+    proc = run_python(_HARNESS + """
+def boom(*a, **k):
+    raise RuntimeError("stand-in kernel refuses")
+flaggems.install_functions({"neg": boom})
+@check
+def test_strict():
+    x = torch.ones(3, device="flagos")
+    try:
+        -x
+    except RuntimeError as e:
+        assert "neg" in str(e) and "stand-in kernel refuses" in str(e), str(e)
+    else:
+        raise AssertionError("no error under FLAGOS_FLAGGEMS_STRICT=1")
+print("RESULTS " + json.dumps(RESULTS))
+""", env_extra={"FLAGOS_FLAGGEMS_STRICT": "1"})
+    assert _results(proc) == {"test_strict": "ok"}
+
+
+def test_disable_env_keeps_functions_out():
+    proc = run_python(_HARNESS + """
+@check
+def test_disabled():
+    assert "FLAGOS_DISABLE_FLAGGEMS_PY" in flaggems.unavailable_reason(), flaggems.unavailable_reason()
+    try:
+        flaggems.install_functions({"add.Tensor": lambda a, b, alpha=1: a})
+    except RuntimeError as e:
+        assert "FLAGOS_DISABLE_FLAGGEMS_PY" in str(e)
+    else:
+        raise AssertionError("install_functions accepted functions while disabled")
+    assert flaggems.available_ops() == [] and not torch_fl.is_flaggems_enabled()
+    assert routing.route_of("add.Tensor") == "cpu"
+print("RESULTS " + json.dumps(RESULTS))
+""", env_extra={"FLAGOS_DISABLE_FLAGGEMS_PY": "1"})
+    assert _results(proc) == {"test_disabled": "ok"}
+
+
+# ---------------------------------------------------------------------------
+# FlagGems' real configuration, captured on a CPU machine
+# ---------------------------------------------------------------------------
+
+def _flaggems_missing():
+    missing = [m for m in ("flag_gems", "triton", "sqlalchemy") if importlib.util.find_spec(m) is None]
+    if missing:
+        return (f"needs {', '.join(missing)} importable (pip install flag-gems==5.0.2 --no-deps "
+                "sqlalchemy triton)")
+    return None
+
+
+@pytest.mark.slow
+def test_real_flaggems_config_capture(tmp_path):
+    """FlagGems 5.0.2 imports on a CPU machine with GEMS_VENDOR=nvidia and
+    FLAGGEMS_DB_URL set; capture_config() then lists what it would register,
+    without touching PyTorch's CUDA key, and torch_fl refuses the ops that
+    decompose above the backend key."""
+    reason = _flaggems_missing()
+    if reason:
+        pytest.skip(reason)
+    code = _HARNESS + textwrap.dedent("""
+        try:
+            import flag_gems
+        except Exception as exc:
+            print("IMPORT_FAILED " + f"{type(exc).__name__}: {exc}".replace("\\n", " "))
+            sys.exit(0)
+        has = torch._C._dispatch_has_kernel_for_dispatch_key
+        watched = ["aten::add.Tensor", "aten::mm", "aten::softmax.int", "aten::_softmax"]
+        cuda_before = {op: (has(op, "CUDA"), torch._C._dispatch_dump(op)) for op in watched}
+        items = flaggems.capture_config()
+        @check
+        def test_many_pairs():
+            assert len(items) > 300, len(items)
+            assert all(isinstance(n, str) and callable(f) for n, f in items)
+            assert "add.Tensor" in dict(items)
+        @check
+        def test_nothing_registered_on_cuda():
+            after = {op: (has(op, "CUDA"), torch._C._dispatch_dump(op)) for op in watched}
+            assert after == cuda_before
+        flaggems._install(items)
+        @check
+        def test_claim_refuses_composite_implicit():
+            ex = flaggems.excluded_ops()
+            cia = [op for op, why in ex.items() if "CompositeImplicitAutograd" in why]
+            assert len(cia) >= 10, ex
+            for op in cia:
+                name, _, overload = op.partition(".")
+                assert has(f"aten::{op}", "CompositeImplicitAutograd"), op
+            for op in flaggems.available_ops():
+                assert not has(f"aten::{op}", "CompositeImplicitAutograd"), op
+            assert "_to_copy" in ex and "copy_" in ex
+            assert "add.Tensor" in flaggems.available_ops()
+            assert len(flaggems.available_ops()) + len(ex) == len({n for n, _ in items})
+        print("RESULTS " + json.dumps(RESULTS))
+    """)
+    proc = run_python(code, env_extra={
+        "GEMS_VENDOR": "nvidia",
+        "FLAGGEMS_DB_URL": f"sqlite:///{tmp_path}/flaggems.db",
+    }, timeout=240)
+    failed = [l for l in proc.stdout.splitlines() if l.startswith("IMPORT_FAILED ")]
+    if failed:
+        pytest.skip("FlagGems does not import here: " + failed[-1][len("IMPORT_FAILED "):])
+    results = _results(proc)
+    assert results == {k: "ok" for k in results} and len(results) == 3, results

@@ -1,0 +1,215 @@
+"""Qwen3 for tests, the demo and the benchmark.
+
+No weights can be downloaded here, so the model is the real Qwen3-0.6B
+architecture (transformers' ``Qwen3Config``/``Qwen3ForCausalLM`` with the
+values of Qwen/Qwen3-0.6B's config.json) with seeded random weights; a local
+folder of real weights (``--model PATH``: config.json + *.safetensors) is
+loaded instead when given. ``SMALL`` is the same code at toy size, for CI.
+
+Works with transformers 4.51+ and 5.x (the differences: ``torch_dtype`` vs
+``dtype`` in from_pretrained, ``rope_theta`` vs ``rope_parameters`` in the
+config, which both versions accept as ``rope_theta=``).
+"""
+import copy
+import inspect
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+# Qwen/Qwen3-0.6B config.json
+QWEN3_0_6B = dict(
+    vocab_size=151936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    hidden_act="silu",
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    tie_word_embeddings=True,
+    attention_bias=False,
+    attention_dropout=0.0,
+    use_sliding_window=False,
+    initializer_range=0.02,
+    bos_token_id=151643,
+    eos_token_id=151645,
+)
+
+# Same architecture at toy size: runs in seconds on the host vendor.
+SMALL = dict(
+    QWEN3_0_6B,
+    vocab_size=1000,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=4096,
+    bos_token_id=1,
+    eos_token_id=2,
+)
+
+SIZES = {"0.6b": QWEN3_0_6B, "small": SMALL}
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise ImportError("Qwen3 needs transformers>=4.51: pip install 'transformers>=4.51'") from exc
+    return transformers
+
+
+def transformers_major() -> int:
+    return int(_transformers().__version__.split(".")[0])
+
+
+def make_config(size: str = "0.6b", attn_implementation: str = "eager", **overrides):
+    """A Qwen3Config for ``size`` ("0.6b" or "small")."""
+    tf = _transformers()
+    values = dict(SIZES[size], **overrides)
+    config = tf.Qwen3Config(**values)
+    config._attn_implementation = attn_implementation
+    return config
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> Dict[str, torch.dtype]:
+    return {"dtype": dtype} if transformers_major() >= 5 else {"torch_dtype": dtype}
+
+
+def build_model(size: str = "0.6b", *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                model_path: Optional[str] = None, attn_implementation: str = "eager",
+                device="cpu"):
+    """Qwen3ForCausalLM on ``device`` in eval mode: real weights from the local
+    folder ``model_path`` if given, else seeded random weights (initialised on
+    CPU in float32, so every device and dtype starts from the same values)."""
+    tf = _transformers()
+    if model_path:
+        model = tf.AutoModelForCausalLM.from_pretrained(
+            model_path, local_files_only=True, attn_implementation=attn_implementation,
+            **_dtype_kwargs(dtype))
+    else:
+        config = make_config(size, attn_implementation)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = tf.Qwen3ForCausalLM(config)
+        model = model.to(dtype)
+    return move(model, device).eval()
+
+
+def move(model, device):
+    """``model.to(device)``, keeping tied weights tied.
+
+    ``nn.Module.to`` replaces a parameter by a new one when the old and new
+    tensors are not "shallow-copy compatible", which PyTorch grants only to
+    CPU/CUDA/MPS/HIP/XPU/HPU/MTIA: moving to any PrivateUse1 device (flagos)
+    gives each module its own copy of a shared parameter, so Qwen3's tied
+    embedding/lm_head would train as two matrices. Re-tie after the move."""
+    model = model.to(device)
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.tie_weights()
+        out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+        assert out.weight is inp.weight, "tie_weights() did not tie lm_head to embed_tokens"
+    return model
+
+
+def clone_to(model, device, dtype: Optional[torch.dtype] = None):
+    """An independent copy of ``model`` on ``device`` (same weights, ties kept)."""
+    other = move(copy.deepcopy(model), device)
+    return other.to(dtype) if dtype is not None else other
+
+
+def vocab_size(model) -> int:
+    return model.config.vocab_size
+
+
+def random_tokens(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (batch, length), generator=g)
+
+
+def _cache_keyword(model) -> str:
+    """transformers 5.2x renamed forward's ``past_key_values`` to ``cache``."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+@torch.no_grad()
+def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32
+                    ) -> Tuple[List[int], torch.Tensor, List[torch.Tensor]]:
+    """Greedy decoding with the KV cache, written out (prefill, then one token
+    per forward with ``past_key_values``) so that it behaves the same on
+    transformers 4.5x and 5.x and hands back every step's logits.
+
+    Returns (new tokens of row 0 as a list, tokens [batch, new], per-step
+    last-position logits as float32 CPU tensors [batch, vocab])."""
+    device = next(model.parameters()).device
+    ids = input_ids.to(device)
+    out = model(input_ids=ids, use_cache=True)
+    past = _cache_of(out)
+    logits = out.logits[:, -1, :]
+    steps, tokens = [], []
+    for i in range(max_new_tokens):
+        steps.append(logits.float().cpu())
+        nxt = logits.argmax(-1, keepdim=True)
+        tokens.append(nxt)
+        if i + 1 == max_new_tokens:
+            break
+        out = model(input_ids=nxt, use_cache=True, **{_cache_keyword(model): past})
+        past = _cache_of(out)
+        logits = out.logits[:, -1, :]
+    toks = torch.cat(tokens, dim=1).cpu()
+    return toks[0].tolist(), toks, steps
+
+
+def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross entropy of ``tokens`` ([batch, seq])."""
+    return model(input_ids=tokens, labels=tokens).loss
+
+
+def sync(device) -> None:
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize()
+    elif kind == "flagos":
+        torch.flagos.synchronize()
+
+
+def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, foreach: bool = True,
+          autocast_dtype: Optional[torch.dtype] = None, keep_first_grads: bool = False,
+          on_step=None):
+    """``steps`` AdamW steps (fused=False; ``foreach`` as given) on the token
+    batches (cycled), with ``torch.autocast(device, autocast_dtype)`` around
+    the forward when given. Returns (losses, grads after the first backward as
+    float32 CPU tensors by parameter name, or None)."""
+    device = next(model.parameters()).device
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=foreach, fused=False)
+    losses, first_grads = [], None
+    for step in range(steps):
+        tokens = batches[step % len(batches)].to(device)
+        opt.zero_grad(set_to_none=True)
+        if autocast_dtype is not None:
+            with torch.autocast(device.type, dtype=autocast_dtype):
+                loss = lm_loss(model, tokens)
+        else:
+            loss = lm_loss(model, tokens)
+        loss.backward()
+        if keep_first_grads and step == 0:
+            first_grads = {n: p.grad.detach().float().cpu() for n, p in model.named_parameters()
+                           if p.grad is not None}
+        opt.step()
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+    model.eval()
+    return losses, first_grads
