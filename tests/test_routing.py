@@ -157,7 +157,7 @@ def test_log_dispatch_prints_one_line_per_call(dev, capfd):
     routing.set_log_dispatch(False)
     x + x
     err = capfd.readouterr().err
-    assert err.count(f"[flagos dispatch] add.Tensor -> {NATIVE}") == 2, err
+    assert err.count(f"[flagos dispatch] add.Tensor -> {NATIVE} [3] [3]") == 2, err
 
 
 def test_results_correct_under_override(dev):

@@ -17,6 +17,7 @@
 #include <torch/library.h>
 
 #include <iostream>
+#include <sstream>
 #include <mutex>
 #include <unordered_set>
 
@@ -231,15 +232,28 @@ void warn_cpu_fallback_once(const OpPlan& plan) {
              "Set FLAGOS_OP_", plan.name, "=cpu to silence this.");
 }
 
+// "[flagos dispatch] add.Tensor -> flagos [4, 4] [4, 4]": the op, its
+// backend and the shapes of its tensor arguments.
+void log_dispatch(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
+  std::ostringstream line;
+  line << "[flagos dispatch] " << plan.name << " -> " << flagos_backend_name(plan.backend);
+  const size_t n = op.schema().arguments().size();
+  for (size_t i = stack.size() - n; i < stack.size(); ++i) {
+    if (stack[i].isTensor() && stack[i].toTensor().defined()) {
+      line << " " << stack[i].toTensor().sizes();
+    } else if (stack[i].isTensorList()) {
+      line << " [" << stack[i].toTensorList().size() << " tensors]";
+    }
+  }
+  std::cerr << line.str() << std::endl;
+}
+
 }  // namespace
 
 void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
   OpPlan& plan = plan_for(op);
   plan.calls[plan.backend].fetch_add(1, std::memory_order_relaxed);
-  if (C10_UNLIKELY(log_dispatch_enabled())) {
-    std::cerr << "[flagos dispatch] " << plan.name << " -> " << flagos_backend_name(plan.backend)
-              << std::endl;
-  }
+  if (C10_UNLIKELY(log_dispatch_enabled())) log_dispatch(op, plan, *stack);
   switch (plan.backend) {
     case FLAGOS_BACKEND_CPU:
       // On the host vendor the CPU kernels are the native ones: run them in

@@ -8,7 +8,8 @@ loaded instead when given. ``SMALL`` is the same code at toy size, for CI.
 
 Works with transformers 4.51+ and 5.x (the differences: ``torch_dtype`` vs
 ``dtype`` in from_pretrained, ``rope_theta`` vs ``rope_parameters`` in the
-config, which both versions accept as ``rope_theta=``).
+config, which both versions accept as ``rope_theta=``, and forward's
+``past_key_values`` renamed ``cache`` in 5.2x).
 """
 import copy
 import inspect
@@ -64,10 +65,6 @@ def _transformers():
     return transformers
 
 
-def transformers_major() -> int:
-    return int(_transformers().__version__.split(".")[0])
-
-
 def make_config(size: str = "0.6b", attn_implementation: str = "eager", **overrides):
     """A Qwen3Config for ``size`` ("0.6b" or "small")."""
     tf = _transformers()
@@ -78,7 +75,9 @@ def make_config(size: str = "0.6b", attn_implementation: str = "eager", **overri
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> Dict[str, torch.dtype]:
-    return {"dtype": dtype} if transformers_major() >= 5 else {"torch_dtype": dtype}
+    # from_pretrained(dtype=) exists from 4.56 on; torch_dtype= before.
+    major, minor = (int(x) for x in _transformers().__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
 def build_model(size: str = "0.6b", *, seed: int = 0, dtype: torch.dtype = torch.float32,
