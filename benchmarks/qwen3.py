@@ -83,7 +83,8 @@ def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
         result["decode_first_ms"] = _first_call(decode, device)
         result["decode_ms"] = time_per_call(decode, device, calls=4, repeats=3, warmup=1) / 1e3
         result["decode_tokens_per_s"] = 1e3 / result["decode_ms"]
-    del model, state, out
+    state.clear()
+    del model, out
 
     if args.skip_train:
         result["train_skipped"] = "--skip-train"

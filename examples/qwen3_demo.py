@@ -29,6 +29,11 @@ def _route_counts():
     return counts
 
 
+def _since(before):
+    now = _route_counts()
+    return {b: n - before.get(b, 0) for b, n in now.items() if n - before.get(b, 0)}
+
+
 def run(steps: int = 3, model_path=None, size=None, new_tokens: int = 32) -> dict:
     """Generates ``new_tokens`` tokens and trains ``steps`` steps on flagos;
     returns the numbers it printed."""
@@ -50,7 +55,7 @@ def run(steps: int = 3, model_path=None, size=None, new_tokens: int = 32) -> dic
     dev = torch.device("flagos", 0)
     print(f"\n== Qwen3 ({'weights from ' + model_path if model_path else size + ' architecture, random weights'}, "
           f"{str(dtype).replace('torch.', '')}) on flagos, vendor '{vendor}' " + "=" * 10)
-    routing.reset_stats()
+    calls_before = _route_counts()
 
     start = time.perf_counter()
     model = qwen3.build_model(size, seed=0, model_path=model_path, device=dev)
@@ -86,8 +91,8 @@ def run(steps: int = 3, model_path=None, size=None, new_tokens: int = 32) -> dic
     train_tps = (steps - 1) * batch * length / (time.perf_counter() - t0[0]) if steps > 1 else float("nan")
     print(f"trained {steps} AdamW steps on {batch}x{length} tokens"
           f"{' (bf16 autocast)' if autocast else ''}: {train_tps:.0f} tokens/s after the first step")
-    counts = _route_counts()
-    print(f"op calls per route (vendor '{vendor}'): {counts}")
+    counts = _since(calls_before)
+    print(f"op calls per route during the Qwen3 part (vendor '{vendor}'): {counts}")
     del model
     torch.flagos.empty_cache()
     return {"vendor": vendor, "size": size, "decode_tokens_per_s": new_tokens / gen_s,

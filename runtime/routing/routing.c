@@ -7,7 +7,7 @@
  *    including file's directory; for flagos_routing_load_string relative to
  *    the directory of `origin` when it contains a '/', else to the current
  *    directory), nesting depth <= 8, cycles rejected, later lines win;
- *  - environment: FLAGOS_OP_<name>=<backend>, "__" in <name> stands for '.';
+ *  - environment: FLAGOS_OP_<name>=<backend>, the last "__" in <name> stands for '.';
  *  - flagos_routing_set.
  *
  * Every load parses into a pending list first and commits only when the
@@ -718,9 +718,20 @@ FLAGOS_API flagos_status_t flagos_routing_load_environ(flagos_routing_table_t ta
       op = n;
       op_cap = name_len + 1;
     }
+    /* The overload follows the last "__" that has a name before it and text
+     * after it, so op names with "__" of their own survive:
+     * mm__out -> mm.out, _foreach_add___List -> _foreach_add_.List,
+     * __or____Tensor -> __or__.Tensor, __or__ -> __or__. */
+    size_t split = name_len;
+    for (size_t i = name_len; i-- > 1;) {
+      if (name[i - 1] == '_' && name[i] == '_' && i + 1 < name_len && i - 1 > 0) {
+        split = i - 1;
+        break;
+      }
+    }
     size_t op_len = 0;
     for (size_t i = 0; i < name_len; ++i) {
-      if (name[i] == '_' && i + 1 < name_len && name[i + 1] == '_') { op[op_len++] = '.'; ++i; }
+      if (i == split) { op[op_len++] = '.'; ++i; }
       else op[op_len++] = name[i];
     }
     op[op_len] = '\0';

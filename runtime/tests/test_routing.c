@@ -354,13 +354,24 @@ static void test_environ(void) {
             "FLAGOS_OP_a-b: malformed variable name (expected FLAGOS_OP_<op>");
   char *bad3[] = {"FLAGOS_OP_=cpu", NULL};
   CHECK_ERR(flagos_routing_load_environ(t, bad3), FLAGOS_ERROR_CONFIG, "FLAGOS_OP_: malformed");
-  char *bad4[] = {"FLAGOS_OP_a__b__c=cpu", NULL};
-  CHECK_ERR(flagos_routing_load_environ(t, bad4), FLAGOS_ERROR_CONFIG, "FLAGOS_OP_a__b__c: malformed");
+  /* The last "__" separates the overload, so op names with "__" survive. */
+  {
+    flagos_routing_table_t d = NULL;
+    CHECK_OK(flagos_routing_create(&d));
+    char *dunder[] = {"FLAGOS_OP__foreach_add___List=cpu", "FLAGOS_OP___or____Tensor=cuda",
+                      "FLAGOS_OP___and__=metax", "FLAGOS_OP_a__b__c=cpu", NULL};
+    CHECK_OK(flagos_routing_load_environ(d, dunder));
+    CHECK_EQ(lookup(d, "_foreach_add_.List"), FLAGOS_BACKEND_CPU);
+    CHECK_EQ(lookup(d, "__or__.Tensor"), FLAGOS_BACKEND_CUDA);
+    CHECK_EQ(lookup(d, "__and__.Scalar"), FLAGOS_BACKEND_METAX);
+    CHECK_EQ(lookup(d, "a__b.c"), FLAGOS_BACKEND_CPU);
+    flagos_routing_destroy(d);
+  }
   char *bad5[] = {"FLAGOS_OP_mm=", NULL};
   CHECK_ERR(flagos_routing_load_environ(t, bad5), FLAGOS_ERROR_CONFIG,
             "FLAGOS_OP_mm: unknown backend '' for op 'mm'");
-  char *bad6[] = {"FLAGOS_OP_mm__=cpu", NULL};
-  CHECK_ERR(flagos_routing_load_environ(t, bad6), FLAGOS_ERROR_CONFIG, "FLAGOS_OP_mm__: malformed");
+  char *bad6[] = {"FLAGOS_OP_mm x=cpu", NULL};
+  CHECK_ERR(flagos_routing_load_environ(t, bad6), FLAGOS_ERROR_CONFIG, "FLAGOS_OP_mm x: malformed");
   /* nothing changed */
   CHECK_EQ(count_of(t), 4);
   CHECK_EQ(lookup(t, "mm"), FLAGOS_BACKEND_DEFAULT);
