@@ -112,6 +112,8 @@ def worker(shard, budget, queue):
             except Exception:
                 continue
             for i, sample in enumerate(samples):
+                if time.time() > deadline:
+                    break
                 try:
                     status, detail, reached = _run_sample(op, sample, dtype)
                 except Exception as e:  # reference or flagos raised
@@ -157,10 +159,17 @@ def main() -> int:
     for p in procs:
         p.start()
     records = []
+    import queue as queue_module
+
     for _ in procs:
-        records += queue.get()
+        try:
+            records += queue.get(timeout=args.budget + 180)
+        except queue_module.Empty:
+            print("a worker did not report in time; its OpInfos count as not run")
     for p in procs:
-        p.join()
+        p.join(timeout=5)
+        if p.is_alive():
+            p.kill()
     elapsed = time.time() - start
 
     import torch_fl
