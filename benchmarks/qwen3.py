@@ -38,15 +38,8 @@ def routing_mode(mode: str):
         yield
         return
     backend = {"native": torch_fl.flagos.vendor(), "flaggems": "flagos"}[mode]
-    ops = torch_fl._flaggems.available_ops()
-    before = routing.table()
-    try:
-        for op in ops:
-            routing.set_route(op, backend)
+    with routing.override_flaggems_ops(backend):
         yield
-    finally:
-        for op in ops:
-            routing.set_route(op, before.get(op, "default"))
 
 
 def _first_call(fn, device):

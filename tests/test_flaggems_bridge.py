@@ -215,6 +215,10 @@ def test_enabled_and_registered_ops_tell_the_truth():
         assert len(seen["add.Tensor"]) == n, "routed to cpu: the function is not called"
     assert torch_fl.is_flaggems_enabled() is True
     assert torch_fl.get_registered_ops() == SERVED
+    with routing.override_flaggems_ops("cpu"):
+        assert torch_fl.get_registered_ops() == []
+        assert all(routing.route_of(op) == "cpu" for op in SERVED)
+    assert torch_fl.get_registered_ops() == SERVED
 
 @check
 def test_autograd_through_standin():

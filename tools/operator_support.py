@@ -70,8 +70,8 @@ def _run_sample(op, sample, dtype):
     import torch
     from torch_fl import routing
 
-    ref = op(_to(sample.input, "cuda"), *_to(sample.args, "cuda"), **_to(sample.kwargs, "cuda"))
-    torch.cuda.synchronize()
+    ref_device = os.environ.get("FLAGOS_SWEEP_REFERENCE", "cuda")
+    ref = op(_to(sample.input, ref_device), *_to(sample.args, ref_device), **_to(sample.kwargs, ref_device))
     routing.reset_stats()
     try:
         out = op(_to(sample.input, "flagos"), *_to(sample.args, "flagos"), **_to(sample.kwargs, "flagos"))
@@ -85,7 +85,7 @@ def _run_sample(op, sample, dtype):
     return "pass", "", reached
 
 
-def worker(shard, budget, queue):
+def worker(shard, budget, log_path):
     os.environ.setdefault("FLAGOS_VENDOR", "cuda")
     import warnings
 
@@ -97,15 +97,21 @@ def worker(shard, budget, queue):
 
     deadline = time.time() + budget
     ops = {o.name + ("." + o.variant_test_name if o.variant_test_name else ""): o for o in op_db}
+    log = open(log_path, "a", buffering=1)  # a line per record: a killed worker keeps its results
     records = []
+
+    def emit(record):
+        records.append(record)
+        log.write(json.dumps(record) + "\n")
+
     for name in shard:
         if time.time() > deadline:
-            records.append({"opinfo": name, "status": "timeout"})
+            emit({"opinfo": name, "status": "timeout"})
             continue
         op = ops[name]
         for dtype in DTYPES:
             tdtype = getattr(torch, dtype)
-            if tdtype not in op.supported_dtypes("cuda"):
+            if tdtype not in op.supported_dtypes(os.environ.get("FLAGOS_SWEEP_REFERENCE", "cuda")):
                 continue
             try:
                 samples = list(op.sample_inputs("cpu", tdtype))[:2]
@@ -131,9 +137,9 @@ def worker(shard, budget, queue):
                             s = "error"
                         if s != "pass":
                             culprits.append(target)
-                records.append({"opinfo": name, "dtype": dtype, "sample": i, "status": status,
-                                "detail": detail, "reached": reached, "culprits": culprits})
-    queue.put(records)
+                emit({"opinfo": name, "dtype": dtype, "sample": i, "status": status,
+                      "detail": detail, "reached": reached, "culprits": culprits})
+    log.close()
 
 
 def main() -> int:
@@ -143,7 +149,11 @@ def main() -> int:
     parser.add_argument("--conf", default=None, help="write 'op = cuda' lines for failing ops here")
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--budget", type=float, default=420, help="seconds per worker")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only build the table from the worker logs of an earlier run")
     args = parser.parse_args()
+    logs = Path(args.out).with_suffix("")
+    logs.mkdir(parents=True, exist_ok=True)
 
     os.environ.setdefault("FLAGOS_VENDOR", "cuda")
     # Which ops FlagGems serves: ask in a child so this process stays CUDA-free for spawn.
@@ -152,24 +162,27 @@ def main() -> int:
 
     names = [o.name + ("." + o.variant_test_name if o.variant_test_name else "") for o in op_db
              if not any(w in o.name for w in RANDOM_WORDS)]
-    shards = [names[i::args.workers] for i in range(args.workers)]
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(s, args.budget, queue)) for s in shards]
     start = time.time()
-    for p in procs:
-        p.start()
+    if not args.report_only:
+        for old in logs.glob("worker*.jsonl"):
+            old.unlink()
+        shards = [names[i::args.workers] for i in range(args.workers)]
+        procs = [ctx.Process(target=worker, args=(s, args.budget, str(logs / f"worker{i}.jsonl")))
+                 for i, s in enumerate(shards)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=max(1.0, args.budget + 180 - (time.time() - start)))
+            if p.is_alive():
+                print(f"{p.name} did not finish in time; its remaining OpInfos count as not run")
+                p.kill()
     records = []
-    import queue as queue_module
-
-    for _ in procs:
-        try:
-            records += queue.get(timeout=args.budget + 180)
-        except queue_module.Empty:
-            print("a worker did not report in time; its OpInfos count as not run")
-    for p in procs:
-        p.join(timeout=5)
-        if p.is_alive():
-            p.kill()
+    for path in sorted(logs.glob("worker*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut by a killed worker
     elapsed = time.time() - start
 
     import torch_fl

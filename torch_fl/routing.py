@@ -130,7 +130,22 @@ def override(**routes: str) -> Iterator[None]:
     """``with override(mm="cpu", add__Tensor="cuda"):`` ('__' stands for '.').
     On exit the table is as before for these ops, entries' origins included;
     entries of other ops made inside the block stay."""
-    changes = {_keyword_op(op): backend for op, backend in routes.items()}
+    with override_ops({_keyword_op(op): backend for op, backend in routes.items()}):
+        yield
+
+
+@contextlib.contextmanager
+def override_flaggems_ops(backend: str) -> Iterator[None]:
+    """Routes every op FlagGems serves here to ``backend`` for the block:
+    "cuda" (or the vendor's word) for all-native, "flagos" for all-FlagGems."""
+    with override_ops({op: backend for op in _flaggems.available_ops()}):
+        yield
+
+
+@contextlib.contextmanager
+def override_ops(changes: Dict[str, str]) -> Iterator[None]:
+    """override() with op names as keys ("add.Tensor")."""
+    changes = {_strip(op): backend for op, backend in changes.items()}
     for op, backend in changes.items():
         _check(op, backend, "override")
     before = {e[0]: tuple(e) for e in _C._routing_entries()}

@@ -18,6 +18,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <memory>
 
@@ -53,7 +54,9 @@ AutocastFallthrough autocast_fallthrough;
 
 // The policy lists spell signatures as PyTorch's own file does, inside
 // namespace at.
-using at::DimnameList;
+#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 13
+using at::DimnameList;  // named-tensor overloads are in the lists before 2.13
+#endif
 using at::IntArrayRef;
 using at::Scalar;
 using at::ScalarType;

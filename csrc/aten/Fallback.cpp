@@ -28,10 +28,6 @@
 namespace torch_fl {
 namespace {
 
-bool is_flagos(const at::Tensor& t) {
-  return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
-}
-
 bool is_optional_generator(const c10::Argument& arg) {
   const auto& type = arg.type();
   if (type->kind() != c10::TypeKind::OptionalType) return false;

@@ -19,10 +19,6 @@ namespace {
 
 using at::IntArrayRef;
 
-bool is_flagos(const at::Tensor& t) {
-  return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
-}
-
 c10::DeviceIndex target_device(std::optional<c10::Device> device) {
   if (device.has_value()) {
     TORCH_CHECK(device->type() == c10::DeviceType::PrivateUse1, "flagos: expected a flagos device, got ",

@@ -14,10 +14,6 @@
 namespace torch_fl {
 namespace {
 
-bool is_flagos(const at::Tensor& t) {
-  return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
-}
-
 at::Tensor alias_if_flagos(NativeScope& scope, const at::Tensor& t) {
   return is_flagos(t) ? scope.alias(t) : t;
 }

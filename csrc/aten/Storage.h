@@ -14,6 +14,10 @@
 
 namespace torch_fl {
 
+inline bool is_flagos(const at::Tensor& t) {
+  return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
+}
+
 // A tensor with the flagos device type over `storage`, shaped like `like`.
 at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like);
 

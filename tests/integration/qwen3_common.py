@@ -53,15 +53,8 @@ def routing_mode(mode: str):
         yield
         return
     backend = {"native": VENDOR, "flaggems": "flagos"}[mode]
-    ops = torch_fl._flaggems.available_ops()
-    before = routing.table()
-    try:
-        for op in ops:
-            routing.set_route(op, backend)
+    with routing.override_flaggems_ops(backend):
         yield
-    finally:
-        for op in ops:
-            routing.set_route(op, before.get(op, "default"))
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
