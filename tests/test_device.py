@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import torch_fl
-from conftest import DEVICE_COUNT, VENDOR, assert_flagos_close, requires_host, requires_two_devices
+from conftest import run_python, DEVICE_COUNT, VENDOR, assert_flagos_close, requires_host, requires_two_devices
 
 pytestmark = pytest.mark.anyplatform
 flagos = torch_fl.flagos
@@ -119,7 +119,7 @@ def test_synchronize(dev):
     assert_flagos_close(y, torch.arange(1000, dtype=torch.float32) * 2)
 
 
-@pytest.mark.parametrize("api", ["set_device", "get_device_properties", "synchronize", "device", "tensor"])
+@pytest.mark.parametrize("api", ["set_device", "get_device_properties", "synchronize", "device"])
 def test_bad_device_index(api):
     bad = DEVICE_COUNT + 5
     with pytest.raises((IndexError, RuntimeError)) as info:
@@ -129,20 +129,38 @@ def test_bad_device_index(api):
             flagos.get_device_properties(bad)
         elif api == "synchronize":
             flagos.synchronize(bad)
-        elif api == "device":
+        else:
             with flagos.device(bad):
                 pass
-        else:
-            torch.empty(4, device=f"flagos:{bad}")
     msg = str(info.value)
     assert str(bad) in msg, msg
     assert str(DEVICE_COUNT) in msg, msg
-    if api != "tensor":
-        assert info.type is IndexError
+    assert info.type is IndexError
     # The process stays usable and the current device is unchanged.
     assert flagos.current_device() == 0
     x = torch.arange(6, dtype=torch.float32, device="flagos").reshape(2, 3)
     assert_flagos_close(x.sum(0), torch.tensor([3.0, 5.0, 7.0]))
+
+
+def test_factories_with_bad_device_index():
+    # In a child process: a crash here must fail this test, not end the run.
+    bad = DEVICE_COUNT + 5
+    proc = run_python(f"""
+        import torch, torch_fl
+        for make in (lambda: torch.empty(4, device="flagos:{bad}"),
+                     lambda: torch.ones(2, device="flagos:{bad}"),
+                     lambda: torch.ones(2).to("flagos:{bad}")):
+            try:
+                make()
+            except (IndexError, RuntimeError) as e:
+                assert "{bad}" in str(e) and "{DEVICE_COUNT}" in str(e), str(e)
+            else:
+                raise AssertionError("no error for flagos:{bad}")
+        x = torch.arange(3.0, device="flagos")
+        assert (x * 2).cpu().tolist() == [0.0, 2.0, 4.0]
+        print("ok")
+    """)
+    assert proc.returncode == 0 and "ok" in proc.stdout, (proc.returncode, proc.stderr[-2000:])
 
 
 def test_negative_device_index():
