@@ -16,15 +16,15 @@ demo: build
 	$(VPY) examples/demo.py
 
 test: build
-	$(MAKE) test-c test-py
+	$(MAKE) test-c test-sanitize test-py
 
 test-c:
 	ctest --test-dir $$(cat build/current)/runtime --output-on-failure
 
 # ASan + UBSan build of the C runtime and its tests, in a folder of its own.
 test-sanitize:
-	cmake -S runtime -B build/sanitize -DFLAGOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
-	cmake --build build/sanitize -j2
+	cmake -S runtime -B build/sanitize -DFLAGOS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug > /dev/null
+	cmake --build build/sanitize -j2 > /dev/null
 	ctest --test-dir build/sanitize --output-on-failure
 
 test-py:

@@ -132,3 +132,12 @@ def test_plain_cuda_training_still_works_after_import():
     torch.testing.assert_close(torch.tensor(losses["cuda"]), torch.tensor(losses["cpu"]), rtol=1e-4, atol=1e-5)
     for pc, pg in zip(cpu_model.parameters(), cuda_model.parameters()):
         torch.testing.assert_close(pg.detach().cpu(), pc.detach(), rtol=1e-4, atol=1e-5)
+
+
+@requires_cuda
+def test_out_of_memory_is_an_error_and_the_device_stays_usable():
+    free, total = torch.flagos.mem_get_info(0)
+    with pytest.raises(torch.OutOfMemoryError):
+        torch.empty(total * 2, dtype=torch.uint8, device="flagos")
+    x = torch.arange(4.0, device="flagos")
+    torch.testing.assert_close((x * 2).cpu(), torch.arange(4.0) * 2)
