@@ -139,7 +139,7 @@ static flagos_status_t event_stamp(flagos_event_t e, const char *which, struct t
 }
 
 flagos_status_t host_event_elapsed_time(float *ms, flagos_event_t a, flagos_event_t b) {
-  struct timespec ta, tb;
+  struct timespec ta = {0, 0}, tb = {0, 0}; /* set on success; zeroed to quiet -Wmaybe-uninitialized */
   flagos_status_t st = event_stamp(a, "start", &ta);
   if (st) return st;
   st = event_stamp(b, "end", &tb);
@@ -196,6 +196,13 @@ static flagos_status_t enqueue(flagos_stream_t s, const task_t *proto) {
 }
 
 static bool on_worker(flagos_stream_t s) { return pthread_equal(pthread_self(), s->thread); }
+
+static bool is_idle(flagos_stream_t s) {
+  pthread_mutex_lock(&s->mu);
+  bool idle = s->pending == 0;
+  pthread_mutex_unlock(&s->mu);
+  return idle;
+}
 
 static void drain(flagos_stream_t s) {
   pthread_mutex_lock(&s->mu);
@@ -400,7 +407,10 @@ flagos_status_t host_memcpy_sync(void *dst, const void *src, size_t size,
   flagos_stream_t s;
   st = host_default_stream(device, &s);
   if (st) return st;
-  if (on_worker(s)) {
+  /* With nothing queued on that stream the copy is already in order: do it
+   * here rather than pay two thread hand-offs (most sync copies, e.g. the
+   * native route's results, find the stream idle). */
+  if (on_worker(s) || is_idle(s)) {
     host_run_copy(dst, src, size, kind);
     return FLAGOS_SUCCESS;
   }
