@@ -1,5 +1,6 @@
 #include "aten/Routing.h"
 
+#include <array>
 #include <cstdlib>
 #include <memory>
 #include <shared_mutex>
@@ -55,9 +56,30 @@ flagos_backend_t resolve_backend(const std::string& op_name, bool native_kernel)
   return native_kernel ? native : FLAGOS_BACKEND_CPU;
 }
 
+static OpPlan& plan_for_slow(const c10::OperatorHandle& op, const void* key, uint64_t now);
+
 OpPlan& plan_for(const c10::OperatorHandle& op) {
   const void* key = &op.schema();
   const uint64_t now = generation.load(std::memory_order_acquire);
+  // A small per-thread cache in front of the shared map: the common call
+  // costs a few loads, no lock. Plans are never freed, so cached pointers
+  // stay valid; a routing change bumps `generation` and misses here.
+  struct CacheSlot {
+    const void* key = nullptr;
+    OpPlan* plan = nullptr;
+  };
+  thread_local std::array<CacheSlot, 256> cache;
+  CacheSlot& hit = cache[(reinterpret_cast<uintptr_t>(key) >> 4) & 255];
+  if (C10_LIKELY(hit.key == key && hit.plan->generation.load(std::memory_order_acquire) == now)) {
+    return *hit.plan;
+  }
+  OpPlan& plan = plan_for_slow(op, key, now);
+  hit.key = key;
+  hit.plan = &plan;
+  return plan;
+}
+
+static OpPlan& plan_for_slow(const c10::OperatorHandle& op, const void* key, uint64_t now) {
   {
     std::shared_lock<std::shared_mutex> lock(plans_mutex);
     auto it = plans.find(key);

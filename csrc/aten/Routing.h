@@ -18,11 +18,12 @@ namespace torch_fl {
 
 struct OpPlan {
   std::string name;          // "add.Tensor"
-  flagos_backend_t backend;  // resolved: never FLAGOS_BACKEND_DEFAULT
+  // Read without a lock on every call; re-resolved when routing changes.
+  std::atomic<flagos_backend_t> backend;  // resolved: never FLAGOS_BACKEND_DEFAULT
   bool has_native_kernel;
   bool accepts_host_tensors;  // copies: CPU tensors are their inputs
   bool host_dropout;          // native_dropout on the host vendor
-  uint64_t generation;
+  std::atomic<uint64_t> generation;
   std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];
 };
 
