@@ -156,3 +156,20 @@ def test_out_of_memory_in_subprocess():
     r = run_python(OOM_CHILD, {"FLAGOS_HOST_MEMORY_LIMIT": "64M", "FLAGOS_VENDOR": "host"})
     assert r.returncode == 0 and "OK" in r.stdout, f"rc={r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
     assert "OOM-MESSAGE" in r.stdout
+
+
+def test_torch_accelerator_memory_api_agrees_with_flagos(dev):
+    # import torch_fl makes flagos torch's accelerator; its memory functions
+    # need the allocator to be a c10 DeviceAllocator.
+    if tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13):
+        pytest.skip("flagos is a c10::DeviceAllocator from torch 2.13 on (not built against older torch)")
+    assert torch.accelerator.current_accelerator().type == "flagos"
+    x = torch.ones(1 << 16, device=dev)
+    assert torch.accelerator.memory_allocated(0) == torch_fl.flagos.memory_allocated(0) > 0
+    stats = torch.accelerator.memory_stats(0)
+    assert stats["allocated_bytes.all.current"] == torch_fl.flagos.memory_allocated(0)
+    torch.accelerator.reset_peak_memory_stats(0)
+    assert torch.accelerator.max_memory_allocated(0) == torch_fl.flagos.memory_allocated(0)
+    del x
+    torch.accelerator.empty_cache()
+    assert torch_fl.flagos.memory_reserved(0) <= stats["reserved_bytes.all.current"]
