@@ -26,6 +26,32 @@ static void slow_fill_fn(void *arg) {
   memset(f->src, 0x77, 4096);
 }
 
+/* A sync copy is ordered after work queued on the device's default stream:
+ * with that stream busy it waits; with it idle it runs at once. */
+static void sync_copy_order(void) {
+  flagos_stream_t d0;
+  CHECK_OK(flagos_default_stream(0, &d0));
+  unsigned char *src = calloc(1, 4096), *out = calloc(1, 4096);
+  void *dev = NULL;
+  CHECK_OK(flagos_malloc(&dev, 4096));
+  fill_t fill = {src, 120};
+  double t0 = now_ms();
+  CHECK_OK(flagos_launch_host_func(d0, slow_fill_fn, &fill));
+  CHECK_OK(flagos_memcpy_async(dev, src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE, d0));
+  CHECK_OK(flagos_memcpy(out, dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
+  CHECK(now_ms() - t0 >= 110); /* waited for the queued fill and copy */
+  CHECK(out[0] == 0x77 && out[4095] == 0x77);
+  memset(src, 0x11, 4096);
+  t0 = now_ms();
+  CHECK_OK(flagos_memcpy(dev, src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE)); /* idle: inline */
+  CHECK_OK(flagos_memcpy(out, dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
+  CHECK(now_ms() - t0 < 50);
+  CHECK(out[0] == 0x11 && out[4095] == 0x11);
+  CHECK_OK(flagos_free(dev));
+  free(src);
+  free(out);
+}
+
 static void handles(void) {
   flagos_stream_t d0 = NULL, d0b = NULL, s = NULL, t = NULL;
   CHECK_OK(flagos_default_stream(0, &d0));
@@ -162,6 +188,7 @@ int main(void) {
   setenv("FLAGOS_HOST_DEVICES", "2", 1);
   CHECK_OK(flagos_init(NULL));
   handles();
+  sync_copy_order();
   ordering();
   return check_report();
 }
