@@ -1,0 +1,86 @@
+"""FlagGems routes on the GPU: FlagGems' Triton kernels run on CUDA aliases of
+flagos memory, on the current flagos stream, and agree with torch CUDA.
+Needs FLAGOS_VENDOR=cuda and FlagGems; elsewhere every test skips with why."""
+import pytest
+import torch
+
+import torch_fl
+from conftest import assert_flagos_close, requires_cuda
+from torch_fl import flaggems, routing
+
+requires_flaggems = pytest.mark.skipif(
+    not flaggems.available(), reason=f"FlagGems {flaggems.unavailable_reason()}"
+)
+pytestmark = [pytest.mark.cuda, pytest.mark.gpu, pytest.mark.flaggems, requires_cuda, requires_flaggems]
+
+# FlagGems' own test tolerances.
+RTOL = {torch.float32: 1.3e-6, torch.float16: 1e-3, torch.bfloat16: 0.016}
+
+CASES = {
+    "add.Tensor": lambda a, b: torch.add(a, b),
+    "mul.Tensor": lambda a, b: torch.mul(a, b),
+    "_softmax": lambda a, b: torch.softmax(a, dim=-1),
+    "mm": lambda a, b: torch.mm(a, b.t()),
+}
+
+
+def _inputs(dtype):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(64, 128, generator=g).to(dtype) for _ in range(2)]
+
+
+@pytest.mark.parametrize("backend", ["flagos", "flagos_python"])
+@pytest.mark.parametrize("dtype", list(RTOL), ids=str)
+@pytest.mark.parametrize("op", list(CASES))
+def test_flaggems_route_matches_torch_cuda(op, dtype, backend):
+    if op not in flaggems.available_ops():
+        pytest.skip(f"FlagGems does not serve {op} here")
+    a, b = _inputs(dtype)
+    expected = CASES[op](a.cuda(), b.cuda())
+    routing.reset_stats()
+    with routing.override_ops({op: backend}):
+        got = CASES[op](a.to("flagos"), b.to("flagos"))
+    assert routing.stats().get(op, {}).get(backend, 0) >= 1, routing.stats()
+    atol = 1e-4 if dtype == torch.float32 else RTOL[dtype]
+    # Triton's fp32 dot uses TF32 by default; torch CUDA's mm does not.
+    if op == "mm" and dtype == torch.float32:
+        atol, rtol = 1e-2, 1e-2
+    else:
+        rtol = RTOL[dtype]
+    assert_flagos_close(got, expected, rtol=rtol, atol=atol)
+
+
+def test_flaggems_kernels_follow_the_current_flagos_stream():
+    if "mm" not in flaggems.available_ops():
+        pytest.skip("FlagGems does not serve mm here")
+    n = 2048
+    g = torch.Generator().manual_seed(1)
+    x_cpu = torch.randn(n, n, generator=g) / n ** 0.5
+    x = x_cpu.to("flagos")
+    torch.flagos.synchronize()
+    side = torch.flagos.Stream()
+    done = torch.flagos.Event()
+    side.wait_stream(torch.flagos.current_stream())
+    routing.reset_stats()
+    with routing.override_ops({"mm": "flagos"}), torch.flagos.stream(side):
+        assert torch.cuda.current_stream().stream_id == side.stream_id
+        a = x
+        for _ in range(6):  # long enough that an unordered reader sees stale data
+            a = torch.mm(a, x)
+        done.record()
+    torch.flagos.current_stream().wait_event(done)
+    b = a.sum(0) * 2  # a dependent op on the default stream
+    assert routing.stats()["mm"]["flagos"] == 6
+    xr = x_cpu.cuda()
+    ar = xr
+    for _ in range(6):
+        ar = ar @ xr
+    assert_flagos_close(b, ar.sum(0) * 2, rtol=2e-2, atol=2e-2)
+
+
+def test_plain_cuda_tensors_do_not_take_flaggems():
+    # FlagGems is asked what it would register; nothing lands on the CUDA key.
+    a = torch.ones(4, device="cuda")
+    routing.reset_stats()
+    torch.testing.assert_close(a + a, torch.full((4,), 2.0, device="cuda"))
+    assert routing.stats() == {}
