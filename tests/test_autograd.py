@@ -106,3 +106,20 @@ def test_backward_through_views_and_inplace(dev):
     x2 = x_cpu.to(dev).requires_grad_()
     f(x2).backward()
     assert_flagos_close(x2.grad, x1.grad)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+def test_convolution_gradients_match_cpu(transposed, dev):
+    # flagos convolution goes through convolution_overrideable and its backward.
+    torch.manual_seed(0)
+    make = torch.nn.ConvTranspose2d if transposed else torch.nn.Conv2d
+    conv = make(4, 6, 3, groups=2, bias=True)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    conv(x).square().sum().backward()
+    conv_f = make(4, 6, 3, groups=2, bias=True)
+    conv_f.load_state_dict(conv.state_dict())
+    conv_f = conv_f.to(dev)
+    x_f = x.detach().to(dev).requires_grad_()
+    conv_f(x_f).square().sum().backward()
+    for got, ref in ((x_f.grad, x.grad), (conv_f.weight.grad, conv.weight.grad), (conv_f.bias.grad, conv.bias.grad)):
+        assert_flagos_close(got, ref, rtol=1e-4, atol=1e-4)
