@@ -132,3 +132,20 @@ def test_sparse_result_is_a_clear_error(dev):
         x.to_sparse()
     # still usable
     torch.testing.assert_close((x + 1).cpu(), torch.eye(3) + 1)
+
+
+@pytest.mark.parametrize("vendor, words", [
+    ("bogus", ["unknown vendor 'bogus'", "auto, host, cuda"]),
+    ("metax", ["vendor 'metax' is not available"]),
+    ("cuda", ["FLAGOS_VENDOR=cuda needs a CUDA build of PyTorch and a visible GPU"]),
+])
+def test_unusable_vendor_is_a_clear_error_at_import(vendor, words):
+    if vendor == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine can run the cuda vendor")
+    r = run_python("import torch_fl", {"FLAGOS_VENDOR": vendor})
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: flagos:"), r.stderr[-1500:]
+    for w in words:
+        assert w in last, last
+    assert "Exception raised from" not in r.stderr, "C++ backtrace leaked into the message"

@@ -33,7 +33,6 @@ fi
 need=()
 missing pytest && need+=(pytest)
 missing numpy && need+=(numpy)
-missing pybind11 && need+=(pybind11)
 missing yaml && need+=(pyyaml)
 missing expecttest && need+=(expecttest)
 missing transformers && need+=("transformers>=4.51")  # Qwen3 tests, demo, benchmark

@@ -75,7 +75,7 @@ const LiveVendor& live() {
 
 }  // namespace
 
-[[noreturn]] void raise_status(flagos_status_t status, const char* call) {
+[[noreturn]] void raise_status(flagos_status_t status, const char* /*call*/) {
   const char* message = flagos_last_error();
   std::string text = (message && *message) ? message : flagos_status_string(status);
   if (status == FLAGOS_ERROR_OUT_OF_MEMORY) {
@@ -84,7 +84,7 @@ const LiveVendor& live() {
   if (status == FLAGOS_ERROR_INVALID_DEVICE) {
     TORCH_CHECK_INDEX(false, text);
   }
-  TORCH_CHECK(false, text, " (", flagos_status_string(status), " from ", call, ")");
+  TORCH_CHECK(false, text, " [", flagos_status_string(status), "]");
 }
 
 Vendor live_vendor() { return live().vendor; }
