@@ -32,10 +32,16 @@ def main() -> int:
         return 0
     package = ROOT / "torch_fl"
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    built = [*build.glob(f"_C{suffix}"), build / "runtime" / "libflagos.so"]
     for old in package.glob("_C*.so"):
-        old.unlink()
-    for lib in [*build.glob(f"_C{suffix}"), build / "runtime" / "libflagos.so"]:
-        shutil.copy2(lib, package / lib.name)
+        if old.name not in {lib.name for lib in built}:
+            old.unlink()
+    for lib in built:
+        # Copy, then rename over the old file: a process that has the old
+        # library mapped keeps its inode instead of crashing on a rewrite.
+        tmp = package / (lib.name + ".tmp")
+        shutil.copy2(lib, tmp)
+        os.replace(tmp, package / lib.name)
     (ROOT / "build" / "current").write_text(str(build) + "\n")
     print(f"built torch_fl for {tag} in {build}")
     return 0
