@@ -127,13 +127,14 @@ BoxedRoute flaggems_invoker(const OpPlan& plan) {
 }  // namespace torch_fl
 
 namespace torch_fl {
-namespace {
 
 std::optional<c10::OperatorHandle> find_aten_op(const std::string& name) {
   auto dot = name.find('.');
   return c10::Dispatcher::singleton().findOp(
       {"aten::" + name.substr(0, dot), dot == std::string::npos ? "" : name.substr(dot + 1)});
 }
+
+namespace {
 
 torch::Library& claimed_library() {
   static auto* lib = new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1,

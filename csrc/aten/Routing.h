@@ -41,6 +41,9 @@ std::vector<std::pair<std::string, std::string>> claim_ops(const std::vector<std
 // the native route call the vendor's kernel directly.
 std::vector<std::string> composite_ops_with_native_kernels();
 
+// The dispatcher's handle of "add.Tensor" / "mm" (aten namespace), if any.
+std::optional<c10::OperatorHandle> find_aten_op(const std::string& name);
+
 // "add.Tensor" for aten::add.Tensor, "mm" for aten::mm.
 std::string short_op_name(const c10::OperatorName& name);
 

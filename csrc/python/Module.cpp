@@ -186,9 +186,7 @@ PYBIND11_MODULE(_C, m) {
     // Ops that have no native kernel resolve to cpu; asking the dispatcher
     // needs the overload, so a bare name is answered for "has a kernel".
     bool native = true;
-    auto dot = op.find('.');
-    auto handle = c10::Dispatcher::singleton().findOp(
-        {"aten::" + op.substr(0, dot), dot == std::string::npos ? "" : op.substr(dot + 1)});
+    auto handle = find_aten_op(op);
     if (handle) native = handle->hasComputedKernelForDispatchKey(native_dispatch_key());
     return std::string(flagos_backend_name(resolve_backend(op, native)));
   });

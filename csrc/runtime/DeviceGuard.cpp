@@ -61,7 +61,6 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
     TORCH_INTERNAL_ASSERT(d.type() == DeviceType::PrivateUse1);
     d = checked(d);
     if (on_cuda()) return to_flagos(cuda_guard()->exchangeDevice(to_cuda(d)));
-    check_device_index(d.index());
     int previous = 0;
     FLAGOS_CHECK(flagos_exchange_device(d.index(), &previous));
     return Device(DeviceType::PrivateUse1, static_cast<DeviceIndex>(previous));
@@ -78,7 +77,6 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
     TORCH_INTERNAL_ASSERT(d.type() == DeviceType::PrivateUse1);
     d = checked(d);
     if (on_cuda()) return cuda_guard()->setDevice(to_cuda(d));
-    check_device_index(d.index());
     FLAGOS_CHECK(flagos_set_device(d.index()));
   }
 
@@ -144,7 +142,6 @@ struct FlagosGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   void synchronizeDevice(const DeviceIndex index) const override {
     check_device_index(index);
     if (on_cuda()) return cuda_guard()->synchronizeDevice(index);
-    check_device_index(index);
     int previous = 0;
     FLAGOS_CHECK(flagos_exchange_device(index, &previous));
     flagos_status_t status = flagos_device_synchronize();
