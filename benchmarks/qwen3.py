@@ -20,6 +20,7 @@ that long, so the whole run stays under 4 minutes on an H100.
 """
 import argparse
 import contextlib
+import statistics
 import time
 import warnings
 
@@ -84,23 +85,35 @@ def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
     elif time.perf_counter() > deadline:
         result["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
     else:
-        model = qwen3.clone_to(base, device)  # float32 weights and AdamW state
-        model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True, fused=False)
-        tokens = qwen3.random_tokens(args.train_batch, args.train_len, vocab, seed=2).to(device)
-        autocast = torch.bfloat16 if gpu else None
+        result.update(measure_training(base, device, args, gpu))
+    return result
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(torch.device(device).type, dtype=autocast, enabled=autocast is not None):
-                loss = qwen3.lm_loss(model, tokens)
-            loss.backward()
-            opt.step()
 
-        result["train_first_ms"] = _first_call(step, device)
-        result["train_step_ms"] = time_per_call(step, device, calls=2, repeats=2, warmup=0) / 1e3
-        result["train_tokens_per_s"] = tokens.numel() / result["train_step_ms"] * 1e3
-        del model, opt
+def measure_training(base, device: str, args, gpu: bool) -> dict:
+    """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
+    batch: the first step timed alone, then the median of the others. Every
+    step ends with loss.item(), so each is synchronized. torch CUDA trains in
+    a process without torch_fl: with a PrivateUse1 backend registered,
+    PyTorch's autograd engine refuses CUDA backward (pytorch/pytorch#161129)."""
+    steps = 1 + args.train_steps
+    autocast = torch.bfloat16 if gpu else None
+    options = dict(steps=steps, lr=1e-4, foreach=True, autocast_dtype=autocast)
+    if device == "cuda":
+        step_seconds = qwen3.train_in_clean_process(
+            "cuda", size=args.size, seed=0, model_path=args.model, batch=args.train_batch,
+            length=args.train_len, batch_seeds=[2], **options)["step_seconds"]
+    else:
+        model = qwen3.clone_to(base, device)
+        tokens = qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)
+        ends = []
+        qwen3.sync(device)
+        start = time.perf_counter()
+        qwen3.train(model, [tokens], on_step=lambda step, loss: ends.append(time.perf_counter()), **options)
+        step_seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
+        del model
+    step_ms = statistics.median(step_seconds[1:]) * 1e3
+    return {"train_first_ms": step_seconds[0] * 1e3, "train_step_ms": step_ms,
+            "train_tokens_per_s": args.train_batch * args.train_len / step_ms * 1e3}
     return result
 
 
@@ -113,6 +126,7 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens")
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
+    parser.add_argument("--train-steps", type=int, default=4, help="timed training steps after the first")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
     parser.add_argument("--budget-s", type=float, default=200.0)
@@ -123,7 +137,7 @@ def main() -> None:
     deadline = t_start + args.budget_s
     vendor = torch_fl.flagos.vendor()
     gpu = vendor != "host"
-    size = args.size or ("0.6b" if gpu else "small")
+    size = args.size = args.size or ("0.6b" if gpu else "small")
     dtype = torch.bfloat16 if gpu else torch.float32
     args.train_len = args.train_len or (1024 if gpu else 64)
     reference = {"cuda": "cuda", "host": "cpu"}.get(vendor, "cpu")

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 import torch_fl
-from conftest import VENDOR, requires_cuda
+from clean_reference import gradscaler_training, mlp_forward, mlp_params
+from conftest import VENDOR, requires_cuda, run_clean
 
 LOW = "lower_precision_fp"
 FP32 = "fp32"
@@ -72,11 +73,25 @@ CASES = {
 }
 
 
+# Ops whose autocast policy changed between the supported torch releases:
+# rms_norm joined the fp32 list after 2.11. The policy is what this torch's
+# CUDA autocast registers (present in CPU builds too).
+_VERSIONED = {"rms_norm": "aten::rms_norm"}
+
+
+def _policy(name):
+    policy = CASES[name][0]
+    op = _VERSIONED.get(name)
+    if op and not torch._C._dispatch_has_kernel_for_dispatch_key(op, "AutocastCUDA"):
+        return NONE
+    return policy
+
+
 def _inputs(name, low):
     """float32 CPU inputs of a case; fp32 and promote cases get lower-precision
     inputs where the policy would change them (first input in `low`)."""
     torch.manual_seed(sum(map(ord, name)))
-    policy, _, build = CASES[name]
+    policy, build = _policy(name), CASES[name][2]
     xs = build()
     if policy in (FP32, NONE):
         xs = [x.to(low) for x in xs]  # fp32 policy must lift them to float32
@@ -87,7 +102,7 @@ def _inputs(name, low):
 
 def _reference(name, xs, low):
     """What the policy computes, on CPU without autocast."""
-    policy, fn, _ = CASES[name]
+    policy, fn = _policy(name), CASES[name][1]
     if policy == LOW:
         return fn(*[x.to(low) for x in xs])
     if policy == FP32:
@@ -101,7 +116,7 @@ def _reference(name, xs, low):
 
 
 def _expected_dtype(name, xs, low):
-    policy = CASES[name][0]
+    policy = _policy(name)
     if policy == LOW:
         return low
     if policy in (FP32, PROMOTE):
@@ -154,7 +169,7 @@ def test_autocast_policy_dtype_and_value(name, low, dev):
     with torch.autocast("flagos", dtype=low):
         out = fn(*[x.to(dev) for x in xs])
     assert out.device.type == "flagos"
-    assert out.dtype == _expected_dtype(name, xs, low), f"{name} ({CASES[name][0]}) under autocast({low})"
+    assert out.dtype == _expected_dtype(name, xs, low), f"{name} ({_policy(name)}) under autocast({low})"
     ref = _reference(name, xs, low)
     assert ref.dtype == out.dtype
     torch.testing.assert_close(out.cpu(), ref, **_loose(out.dtype))
@@ -226,28 +241,12 @@ def test_amp_kernels_on_flagos_through_routing(dev):
         assert sum(calls.get(op, {}).values()) == 2, (op, calls.get(op))
 
 
-def _mlp_params(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        torch.randn(64, 32, generator=g) * 0.2, torch.zeros(64),
-        torch.randn(64, 64, generator=g) * 0.2, torch.zeros(64),
-        torch.randn(4, 64, generator=g) * 0.2, torch.zeros(4),
-    ]
-
-
-def _mlp_forward(params, x, cast):
-    w1, b1, w2, b2, w3, b3 = params
-    h = F.relu(F.linear(cast(x), cast(w1), cast(b1)))
-    h = F.relu(F.linear(h, cast(w2), cast(b2)))
-    return F.linear(h, cast(w3), cast(b3))
-
-
 def _train_with_scaler(device, low, steps=8):
     """float16/bfloat16 loop with GradScaler; on flagos under autocast, on
     CPU with the casts autocast's policy makes (linear in `low`, loss in
     float32). Step 3 multiplies the loss by 1e6: its gradients overflow in
     float16 (the step is skipped, the scale halves) or stay finite."""
-    params = [p.to(device).requires_grad_() for p in _mlp_params()]
+    params = [p.to(device).requires_grad_() for p in mlp_params()]
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 12, growth_interval=2)
     g = torch.Generator().manual_seed(1)
@@ -257,10 +256,10 @@ def _train_with_scaler(device, low, steps=8):
         y = torch.randint(0, 4, (16,), generator=g).to(device)
         if device.type == "flagos":
             with torch.autocast("flagos", dtype=low):
-                logits = _mlp_forward(params, x, lambda t: t)
+                logits = mlp_forward(params, x, lambda t: t)
                 loss = F.cross_entropy(logits, y)
         else:
-            logits = _mlp_forward(params, x, lambda t: t.to(low))
+            logits = mlp_forward(params, x, lambda t: t.to(low))
             # cross_entropy calls log_softmax with an explicit dtype (the
             # logits'), which autocast keeps; nll_loss is fp32 policy.
             loss = F.nll_loss(torch.log_softmax(logits, 1, dtype=low).float(), y)
@@ -291,6 +290,13 @@ def test_gradscaler_training_matches_cpu(low, dev):
         torch.testing.assert_close(a, b, **close)
 
 
+@pytest.mark.anyplatform
+def test_clean_reference_process_matches_in_process():
+    # The mechanism the GPU tests use for their torch CUDA references.
+    losses, scales = gradscaler_training("cpu")
+    assert run_clean("gradscaler_training", "cpu") == [losses, scales]
+
+
 # ------------------------------------------------------------------ GPU
 
 @requires_cuda
@@ -313,26 +319,9 @@ def test_autocast_matches_torch_cuda(name, low, dev):
 @pytest.mark.cuda
 @pytest.mark.gpu
 def test_gradscaler_training_matches_torch_cuda(dev):
-    def run(device):
-        params = [p.to(device).requires_grad_() for p in _mlp_params()]
-        opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
-        scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 12, growth_interval=2)
-        g = torch.Generator().manual_seed(1)
-        losses, scales = [], []
-        for step in range(8):
-            x = torch.randn(16, 32, generator=g).to(device)
-            y = torch.randint(0, 4, (16,), generator=g).to(device)
-            with torch.autocast(device.type, dtype=torch.float16):
-                loss = F.cross_entropy(_mlp_forward(params, x, lambda t: t), y)
-            opt.zero_grad()
-            scaler.scale(loss * (1e6 if step == 3 else 1.0)).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(loss.item())
-            scales.append(scaler.get_scale())
-        return losses, scales
-
-    losses_f, scales_f = run(dev)
-    losses_c, scales_c = run(torch.device("cuda"))
+    # torch CUDA trains in a process without torch_fl (clean_reference.py says why).
+    losses_c, scales_c = run_clean("gradscaler_training", "cuda")
+    losses_f, scales_f = gradscaler_training(dev)
     assert scales_f == scales_c
+    assert scales_f[3] < scales_f[2], f"the overflowing step should have lowered the scale: {scales_f}"
     torch.testing.assert_close(torch.tensor(losses_f), torch.tensor(losses_c), rtol=5e-3, atol=5e-3)

@@ -40,12 +40,14 @@ struct DeviceFinder {
   const OpPlan& plan;
   c10::DeviceIndex device = -1;
 
-  // The host vendor's kernels are CPU kernels and would accept a CPU tensor
-  // silently; CUDA's would refuse it. Refuse it as CUDA does (CPU scalars,
-  // i.e. 0-dim tensors, are fine there too). Copies take CPU tensors.
+  // A CPU tensor among flagos ones is refused as CUDA refuses it (CPU
+  // scalars, i.e. 0-dim tensors, are fine there too; copies take CPU
+  // tensors). Checked here for every vendor: the host vendor's CPU kernels
+  // would accept it silently, and CUDA's error would name cuda:N, a device
+  // the caller never used.
   void see_other(const at::Tensor& t) {
     if (!t.defined() || t.dim() == 0 || t.device().type() != c10::DeviceType::CPU) return;
-    if (live_vendor() != Vendor::Host || plan.accepts_host_tensors) return;
+    if (plan.accepts_host_tensors) return;
     TORCH_CHECK(false, "Expected all tensors to be on the same device, but found at least two devices, ",
                 device >= 0 ? "flagos:" + std::to_string(device) : std::string("flagos"),
                 " and cpu! (flagos op ", plan.name, ")");

@@ -92,8 +92,10 @@ static OpPlan& plan_for_slow(const c10::OperatorHandle& op, const void* key, uin
     slot->name = short_op_name(op.operator_name());
     slot->has_native_kernel = has_native_kernel(op);
     const auto& n = slot->name;
+    // Copies take CPU tensors; CTC losses take their lengths on any device.
     slot->accepts_host_tensors = n.rfind("copy", 0) == 0 || n.rfind("_copy", 0) == 0 ||
-                                 n.rfind("_to_copy", 0) == 0 || n.rfind("to.", 0) == 0;
+                                 n.rfind("_to_copy", 0) == 0 || n.rfind("to.", 0) == 0 ||
+                                 n.rfind("_ctc_loss", 0) == 0;
     slot->host_dropout = n == "native_dropout" && live_vendor() == Vendor::Host;
     for (auto& c : slot->calls) c.store(0);
   }

@@ -13,6 +13,12 @@ config, which both versions accept as ``rope_theta=``, and forward's
 """
 import copy
 import inspect
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -212,3 +218,64 @@ def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, f
             on_step(step, losses[-1])
     model.eval()
     return losses, first_grads
+
+
+# ------------------------------------------------- training in a clean process
+#
+# Once a PrivateUse1 backend is registered (import torch_fl does it), PyTorch
+# takes it as the process's one accelerator, and the autograd engine trips
+# its internal assert `opt_ready_stream && opt_parent_stream` on any backward
+# over CUDA tensors (pytorch/pytorch#161129). A CUDA training reference
+# therefore runs in a fresh interpreter that never imports torch_fl: this
+# file run as a script imports torch and transformers only.
+
+def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
+                           model_path: Optional[str] = None, batch: int = 2, length: int = 256,
+                           batch_seeds: List[int] = (100,), steps: int = 20, lr: float = 3e-4,
+                           foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None,
+                           keep_first_grads: bool = False, timeout: float = 1800) -> dict:
+    """``train()`` of ``build_model(size, seed, model_path)`` on ``device`` in a
+    fresh interpreter without torch_fl, on ``random_tokens(batch, length,
+    vocab, seed=s)`` for each s in ``batch_seeds``.
+
+    Returns {"losses", "grads" (after the first backward, or None),
+    "step_seconds" (wall time of each step, synchronized by loss.item())}."""
+    spec = dict(device=device, size=size, seed=seed, model_path=model_path, batch=batch,
+                length=length, batch_seeds=list(batch_seeds), steps=steps, lr=lr, foreach=foreach,
+                autocast=str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
+                keep_first_grads=keep_first_grads)
+    with tempfile.TemporaryDirectory(prefix="qwen3_ref_") as tmp:
+        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.pt")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), spec_path, out_path],
+                              env=env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"Qwen3 reference training on {device} failed (exit {proc.returncode}):\n"
+                               f"{proc.stderr[-3000:]}")
+        return torch.load(out_path, weights_only=True)
+
+
+def _clean_process_main(spec_path: str, out_path: str) -> None:
+    with open(spec_path) as f:
+        spec = json.load(f)
+    base = build_model(spec["size"], seed=spec["seed"], model_path=spec["model_path"])
+    batches = [random_tokens(spec["batch"], spec["length"], vocab_size(base), seed=s)
+               for s in spec["batch_seeds"]]
+    model = clone_to(base, spec["device"])
+    del base
+    ends = []
+    start = time.perf_counter()
+    losses, grads = train(model, batches, steps=spec["steps"], lr=spec["lr"], foreach=spec["foreach"],
+                          autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None,
+                          keep_first_grads=spec["keep_first_grads"],
+                          on_step=lambda step, loss: ends.append(time.perf_counter()))
+    if "torch_fl" in sys.modules:
+        raise RuntimeError("the clean reference process imported torch_fl")
+    step_seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
+    torch.save({"losses": losses, "grads": grads, "step_seconds": step_seconds}, out_path)
+
+
+if __name__ == "__main__":
+    _clean_process_main(*sys.argv[1:3])
