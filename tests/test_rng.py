@@ -193,3 +193,26 @@ def test_generator_more_ops(dev):
         ]
     for x, y in zip(draw(3), draw(3)):
         assert torch.equal(x, y)
+
+
+def test_forked_child_is_in_bad_fork_and_torch_seeding_skips_flagos():
+    # DataLoader workers are forked and call torch.manual_seed; the device
+    # runtime does not survive fork, so flagos must be left alone there.
+    import os
+
+    assert not torch_fl.flagos._is_in_bad_fork()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            ok = torch_fl.flagos._is_in_bad_fork()
+            torch.manual_seed(3)
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert not torch_fl.flagos._is_in_bad_fork()

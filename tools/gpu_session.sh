@@ -14,6 +14,7 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 make build > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 tail -2 "$OUT/build.log"
+readelf -d torch_fl/_C*.so | grep NEEDED | tr -s ' ' | cut -d' ' -f6 | tr '\n' ' '; echo
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 run_step() {
   local step=$1
@@ -31,7 +32,7 @@ run_step() {
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
-    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
+    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
     # C backtraces of two crashes seen on the cuda vendor only (gdb needs
     # the interpreter itself, not the .venv wrapper script).
     diag) PY=$(command -v python3); GDB=$(command -v gdb || command -v cuda-gdb)
@@ -60,6 +61,16 @@ run_step() {
     qwen3-tests) timeout ${QWEN_TIMEOUT:-200} .venv/bin/python -m pytest tests/integration tests/test_amp.py -v -s -rfE --tb=short -p no:cacheprovider \
                    --timeout ${QWEN_TEST_TIMEOUT:-240} --durations=15 > "$OUT/qwen3-tests.log" 2>&1
                  grep -E "^(FAILED|ERROR)|passed|failed|\[qwen3\]|Timeout" "$OUT/qwen3-tests.log" | tail -60 ;;
+    # Small Qwen3 greedy decoding on FlagGems routes with every launch
+    # synchronous and every op logged: a kernel that never finishes shows as
+    # the last logged op.
+    hang) printf 'import time, torch, torch_fl\nfrom torch_fl.models import qwen3\nm = qwen3.build_model("small", seed=0, attn_implementation="eager")\nf = qwen3.clone_to(m, "flagos")\np = qwen3.random_tokens(1, 12, qwen3.vocab_size(m), seed=1)\nt = time.time()\ntoks = qwen3.greedy_generate(f, p, 32)[0]\nprint("flagos tokens in", round(time.time() - t, 1), "s", flush=True)\nprint("equal to cpu:", toks == qwen3.greedy_generate(m, p, 32)[0], flush=True)\n' > /tmp/diag_hang.py
+          FLAGOS_LOG_DISPATCH=1 CUDA_LAUNCH_BLOCKING=1 timeout ${HANG_TIMEOUT:-120} .venv/bin/python /tmp/diag_hang.py > /tmp/hang.out 2> /tmp/hang.err; echo "rc=$?" >> /tmp/hang.out
+          { cat /tmp/hang.out; grep -v "^\[flagos dispatch\]" /tmp/hang.err | tail -8; echo "--- last ops"; grep "^\[flagos dispatch\]" /tmp/hang.err | tail -12; } | tee "$OUT/hang.log" ;;
+    # Qwen3-0.6B tests with every op on the vendor's kernels.
+    qwen3-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 timeout ${QWEN_TIMEOUT:-200} .venv/bin/python -m pytest tests/integration -v -s -rfE --tb=short -p no:cacheprovider \
+                    -k "${QWEN_K:-0_6b and default}" > "$OUT/qwen3-native.log" 2>&1
+                  grep -E "^(FAILED|ERROR)|passed|failed|\[qwen3\]" "$OUT/qwen3-native.log" | tail -30 ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac

@@ -30,6 +30,16 @@ RANDOM_WORDS = ("rand", "normal", "bernoulli", "dropout", "multinomial", "unifor
                 "exponential", "geometric", "cauchy", "log_normal", "poisson")
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_random(op_name: str) -> bool:
+    """A random op (rand, normal_, bernoulli...): its results differ from
+    torch CUDA's by design, so samples reaching it prove nothing."""
+    return any(op_name.lstrip("_").startswith(w) for w in RANDOM_WORDS)
+
+
 def _to(obj, device):
     import torch
 
@@ -81,7 +91,7 @@ def _run_sample(op, sample, dtype):
     try:
         _compare(out, ref, dtype)
     except AssertionError as e:
-        return "fail", str(e)[:300], reached
+        return "fail", _one_line(e)[:300], reached
     return "pass", "", reached
 
 
@@ -123,7 +133,7 @@ def worker(shard, budget, log_path):
                 try:
                     status, detail, reached = _run_sample(op, sample, dtype)
                 except Exception as e:  # reference or flagos raised
-                    status, detail = "error", f"{type(e).__name__}: {str(e).splitlines()[0][:250] if str(e) else ''}"
+                    status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
                     reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
                 culprits = reached
                 if status != "pass" and len(reached) > 1:
@@ -154,7 +164,11 @@ def main() -> int:
     parser.add_argument("--static", action="store_true",
                         help="no GPU: list what torch_fl routes to FlagGems and what it keeps native, "
                              "with the GPU columns 'not run' (needs GEMS_VENDOR=nvidia, FLAGGEMS_DB_URL)")
+    parser.add_argument("--from-json", default=None, metavar="PATH",
+                        help="re-render the table and conf from a JSON this script wrote on the GPU machine")
     args = parser.parse_args()
+    if args.from_json:
+        return render_from_json(args)
     if args.static:
         args.report_only = True
     logs = Path(args.out).with_suffix("")
@@ -206,27 +220,8 @@ def main() -> int:
         config_size = len(items)
     else:
         served, excluded, config_size = flaggems.available_ops(), flaggems.excluded_ops(), flaggems.config_size()
-    table = {op: {d: {"pass": 0, "fail": 0, "detail": ""} for d in DTYPES} for op in served}
-    for r in records:
-        if r.get("status") in (None, "timeout"):
-            continue
-        for op in r["reached"]:
-            if op not in table:
-                continue
-            cell = table[op][r["dtype"]]
-            if r["status"] == "pass" or op not in r["culprits"]:
-                cell["pass"] += 1
-            else:
-                cell["fail"] += 1
-                cell["detail"] = cell["detail"] or f"{r['opinfo']}: {r['detail']}"
-
-    def verdict(cell):
-        if args.static:
-            return "not run"
-        if cell["fail"]:
-            return "fail"
-        return "pass" if cell["pass"] else "no sample"
-
+    table = tabulate(served, records)
+    verdict = _verdict_fn(args.static)
     failing = sorted(op for op in served if any(verdict(table[op][d]) == "fail" for d in DTYPES))
     summary = {
         "flaggems_config_entries": config_size,
@@ -239,10 +234,67 @@ def main() -> int:
         "opinfos": len(names),
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
         "seconds": elapsed,
+        "environment": None if args.static else {
+            "device": torch_fl.flagos.get_device_name(0), "torch": __import__("torch").__version__,
+            "flaggems": __import__("flag_gems").__version__},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "table": table, "records": records}, indent=1))
 
+    routes = {op: ("flagos" if args.static else routing.route_of(op)) for op in served}
+    write_reports(args, summary, table, served, routes)
+    return 0
+
+
+def tabulate(served, records):
+    """Per op and dtype: samples passed/failed, and the first failure."""
+    table = {op: {d: {"pass": 0, "fail": 0, "detail": ""} for d in DTYPES} for op in served}
+    for r in records:
+        if r.get("status") in (None, "timeout") or any(_is_random(op) for op in r["reached"]):
+            continue
+        for op in r["reached"]:
+            if op not in table:
+                continue
+            cell = table[op][r["dtype"]]
+            if r["status"] == "pass" or op not in r["culprits"]:
+                cell["pass"] += 1
+            else:
+                cell["fail"] += 1
+                cell["detail"] = cell["detail"] or _one_line(f"{r['opinfo']}: {r['detail']}")
+    return table
+
+
+def _verdict_fn(static):
+    def verdict(cell):
+        if static:
+            return "not run"
+        if cell["fail"]:
+            return "fail"
+        return "pass" if cell["pass"] else "no sample"
+    return verdict
+
+
+def render_from_json(args) -> int:
+    data = json.loads(Path(args.from_json).read_text())
+    summary, records = data["summary"], data["records"]
+    served = sorted(data["table"])
+    table = tabulate(served, records)
+    verdict = _verdict_fn(False)
+    failing = sorted(op for op in served if any(verdict(table[op][d]) == "fail" for d in DTYPES))
+    summary.update(
+        failing=failing,
+        passing_all_tested=sorted(op for op in served if op not in failing and
+                                  any(verdict(table[op][d]) == "pass" for d in DTYPES)),
+        no_sample=sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)))
+    routes = {op: "cuda" if op in failing else "flagos" for op in served}
+    write_reports(args, summary, table, served, routes)
+    return 0
+
+
+def write_reports(args, summary, table, served, routes) -> None:
+    verdict = _verdict_fn(args.static)
+    failing = summary["failing"]
+    env = summary.get("environment") or {}
     static_header = [
         "Static listing made without a GPU: the routes are what `import torch_fl` sets up on the cuda "
         "vendor; the per-dtype checks against torch CUDA have not been run yet (they come from "
@@ -250,11 +302,12 @@ def main() -> int:
     ]
     gpu_header = [
         "Generated by `tools/operator_support.py` on the GPU machine "
-        f"({torch_fl.flagos.get_device_name(0)}, torch {__import__('torch').__version__}, "
-        f"FlagGems {__import__('flag_gems').__version__}). Each FlagGems op is checked against torch CUDA "
-        "on PyTorch OpInfo samples (up to 2 per dtype) with FlagGems' tolerances "
-        "(rtol fp32 1.3e-6, fp16 1e-3, bf16 0.016).",
-    ] if not args.static else []
+        f"({env.get('device')}, torch {env.get('torch')}, FlagGems {env.get('flaggems')}). "
+        "Each FlagGems op is checked against torch CUDA on PyTorch OpInfo samples (up to 2 per dtype) "
+        "with FlagGems' tolerances (rtol fp32 1.3e-6, fp16 1e-3, bf16 0.016). Samples that reach a "
+        "random op (rand, normal, dropout...) are not compared.",
+    ]
+    timeouts = summary.get("timeouts", 0)
     lines = [
         "# Operator support: FlagGems routes on flagos",
         "",
@@ -265,20 +318,20 @@ def main() -> int:
         f"passing every tested dtype: {len(summary['passing_all_tested'])}; failing: {len(failing)} "
         f"(routed to `cuda` by default in `torch_fl/backends.conf`); no OpInfo sample reached them: "
         f"{len(summary['no_sample'])}",
+        *([f"- OpInfos not run within the time budget: {timeouts} of {summary['opinfos']} "
+           f"(their ops may show 'no sample')"] if timeouts and not args.static else []),
         f"- kept native (never routed to FlagGems): {len(summary['excluded'])}",
         "",
         "| op | default route | float32 | float16 | bfloat16 | note |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    failing_set = set(failing)
     for op in served:
         cells = [verdict(table[op][d]) for d in DTYPES]
         note = next((table[op][d]["detail"] for d in DTYPES if table[op][d]["detail"]), "")
-        route = "cuda" if op in failing_set else ("flagos" if args.static else routing.route_of(op))
-        lines.append(f"| `{op}` | {route} | " + " | ".join(cells) + f" | {note.replace('|', '/')[:160]} |")
+        lines.append(f"| `{op}` | {routes[op]} | " + " | ".join(cells) + f" | {note.replace('|', '/')[:160]} |")
     lines += ["", "## Kept native", "", "| op | why |", "| --- | --- |"]
     for op, why in sorted(summary["excluded"].items()):
-        lines.append(f"| `{op}` | {why} |")
+        lines.append(f"| `{op}` | {_one_line(why)} |")
     Path(args.md).write_text("\n".join(lines) + "\n")
     if args.conf:
         conf = ["# FlagGems ops that failed tools/operator_support.py against torch CUDA: native by default."]
@@ -286,7 +339,6 @@ def main() -> int:
                  for op in failing]
         Path(args.conf).write_text("\n".join(conf) + "\n")
     print(json.dumps({k: (v if not isinstance(v, (list, dict)) else len(v)) for k, v in summary.items()}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 that code written for CUDA (DDP, FSDP, DataLoader, torch.accelerator, user
 scripts) finds what it looks for."""
 import contextlib
+import os
 from typing import Any, Dict, Optional, Union
 
 import torch
@@ -66,8 +67,22 @@ def _lazy_init() -> None:
     _C._init()
 
 
+# The runtime (CUDA's context, the host vendor's stream threads) does not
+# survive fork(); like torch.cuda, a forked child is "in a bad fork" and
+# torch.manual_seed (which a DataLoader worker calls) leaves flagos alone there.
+_in_bad_fork = False
+
+
+def _mark_bad_fork() -> None:
+    global _in_bad_fork
+    _in_bad_fork = True
+
+
+os.register_at_fork(after_in_child=_mark_bad_fork)
+
+
 def _is_in_bad_fork() -> bool:
-    return False
+    return _in_bad_fork
 
 
 def device_count() -> int:
