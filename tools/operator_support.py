@@ -286,9 +286,30 @@ def render_from_json(args) -> int:
         passing_all_tested=sorted(op for op in served if op not in failing and
                                   any(verdict(table[op][d]) == "pass" for d in DTYPES)),
         no_sample=sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)))
-    routes = {op: "cuda" if op in failing else "flagos" for op in served}
+    packaged = _packaged_routes()
+    routes = {op: "cuda" if op in failing else packaged.get(op, "flagos") for op in served}
+    for op in served:  # routed native by hand, for a reason the sweep could not see
+        if routes[op] != "flagos" and op not in failing:
+            for d in DTYPES:
+                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/backends.conf: {packaged.get(op + '#', '')}"
     write_reports(args, summary, table, served, routes)
     return 0
+
+
+def _packaged_routes():
+    """op -> backend of torch_fl/backends.conf, and op + '#' -> the comment
+    block above its line."""
+    routes, comment = {}, []
+    for line in (ROOT / "torch_fl" / "backends.conf").read_text().splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            comment.append(text.lstrip("# "))
+        elif "=" in text:
+            op, backend = (w.strip() for w in text.split("#")[0].split("=", 1))
+            routes[op], routes[op + "#"] = backend, " ".join(comment)
+        else:
+            comment = []
+    return routes
 
 
 def write_reports(args, summary, table, served, routes) -> None:
