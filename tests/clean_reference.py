@@ -32,10 +32,13 @@ def mlp_forward(params, x, cast):
     return F.linear(h, cast(w3), cast(b3))
 
 
-def gradscaler_training(device, steps=8):
-    """float16 autocast + GradScaler on `device`; step 3's loss is scaled by
-    1e6 so that its gradients overflow (the step is skipped, the scale
-    halves). Returns (losses, scales)."""
+def gradscaler_training(device, low=torch.float16, steps=8, by_hand=False):
+    """A float16/bfloat16 loop with GradScaler on `device`, under autocast, or
+    with `by_hand` without it, making the casts autocast's policy makes
+    (linear in `low`, the loss in float32: the CPU reference of the flagos
+    run). In float16, step 3's loss is scaled by 1e6 so that its gradients
+    overflow (the step is skipped, the scale halves).
+    Returns (losses, scales, final parameters on the CPU)."""
     device = torch.device(device)
     params = [p.to(device).requires_grad_() for p in mlp_params()]
     opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
@@ -45,18 +48,27 @@ def gradscaler_training(device, steps=8):
     for step in range(steps):
         x = torch.randn(16, 32, generator=g).to(device)
         y = torch.randint(0, 4, (16,), generator=g).to(device)
-        with torch.autocast(device.type, dtype=torch.float16):
-            loss = F.cross_entropy(mlp_forward(params, x, lambda t: t), y)
+        if by_hand:
+            logits = mlp_forward(params, x, lambda t: t.to(low))
+            # cross_entropy calls log_softmax with an explicit dtype (the
+            # logits'), which autocast keeps; nll_loss is fp32 policy.
+            loss = F.nll_loss(torch.log_softmax(logits, 1, dtype=low).float(), y)
+        else:
+            with torch.autocast(device.type, dtype=low):
+                logits = mlp_forward(params, x, lambda t: t)
+                loss = F.cross_entropy(logits, y)
+        assert logits.dtype == low and loss.dtype == torch.float32
+        boost = 1e6 if step == 3 and low == torch.float16 else 1.0
         opt.zero_grad()
-        scaler.scale(loss * (1e6 if step == 3 else 1.0)).backward()
+        scaler.scale(loss * boost).backward()
         scaler.step(opt)
         scaler.update()
         losses.append(loss.item())
         scales.append(scaler.get_scale())
-    return losses, scales
+    return losses, scales, [p.detach().cpu() for p in params]
 
 
-REFERENCES = {"gradscaler_training": gradscaler_training}
+REFERENCES = {"gradscaler_training": lambda device: gradscaler_training(device)[:2]}
 
 if __name__ == "__main__":
     name, device = sys.argv[1:3]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_fl
-from clean_reference import gradscaler_training, mlp_forward, mlp_params
+from clean_reference import gradscaler_training
 from conftest import VENDOR, requires_cuda, run_clean
 
 LOW = "lower_precision_fp"
@@ -124,6 +124,12 @@ def _expected_dtype(name, xs, low):
     return xs[0].dtype
 
 
+def _under_autocast(name, xs, low, device):
+    """The case's function on `device` under that device's autocast."""
+    with torch.autocast(device.type, dtype=low):
+        return CASES[name][1](*[x.to(device) for x in xs])
+
+
 def _loose(dtype):
     # Accumulation order may differ from the reference kernel's.
     return dict(rtol=2e-2, atol=2e-2) if dtype in (torch.float16, torch.bfloat16) else dict(rtol=1e-4, atol=1e-4)
@@ -165,9 +171,7 @@ def test_amp_helpers():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_autocast_policy_dtype_and_value(name, low, dev):
     xs = _inputs(name, low)
-    fn = CASES[name][1]
-    with torch.autocast("flagos", dtype=low):
-        out = fn(*[x.to(dev) for x in xs])
+    out = _under_autocast(name, xs, low, dev)
     assert out.device.type == "flagos"
     assert out.dtype == _expected_dtype(name, xs, low), f"{name} ({_policy(name)}) under autocast({low})"
     ref = _reference(name, xs, low)
@@ -241,44 +245,11 @@ def test_amp_kernels_on_flagos_through_routing(dev):
         assert sum(calls.get(op, {}).values()) == 2, (op, calls.get(op))
 
 
-def _train_with_scaler(device, low, steps=8):
-    """float16/bfloat16 loop with GradScaler; on flagos under autocast, on
-    CPU with the casts autocast's policy makes (linear in `low`, loss in
-    float32). Step 3 multiplies the loss by 1e6: its gradients overflow in
-    float16 (the step is skipped, the scale halves) or stay finite."""
-    params = [p.to(device).requires_grad_() for p in mlp_params()]
-    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, init_scale=2.0 ** 12, growth_interval=2)
-    g = torch.Generator().manual_seed(1)
-    losses, scales = [], []
-    for step in range(steps):
-        x = torch.randn(16, 32, generator=g).to(device)
-        y = torch.randint(0, 4, (16,), generator=g).to(device)
-        if device.type == "flagos":
-            with torch.autocast("flagos", dtype=low):
-                logits = mlp_forward(params, x, lambda t: t)
-                loss = F.cross_entropy(logits, y)
-        else:
-            logits = mlp_forward(params, x, lambda t: t.to(low))
-            # cross_entropy calls log_softmax with an explicit dtype (the
-            # logits'), which autocast keeps; nll_loss is fp32 policy.
-            loss = F.nll_loss(torch.log_softmax(logits, 1, dtype=low).float(), y)
-        assert logits.dtype == low and loss.dtype == torch.float32
-        boost = 1e6 if step == 3 and low == torch.float16 else 1.0
-        opt.zero_grad()
-        scaler.scale(loss * boost).backward()
-        scaler.step(opt)
-        scaler.update()
-        losses.append(loss.item())
-        scales.append(scaler.get_scale())
-    return losses, scales, [p.detach().cpu() for p in params]
-
-
 @pytest.mark.anyplatform
 @pytest.mark.parametrize("low", AUTOCAST_DTYPES, ids=str)
 def test_gradscaler_training_matches_cpu(low, dev):
-    losses_f, scales_f, params_f = _train_with_scaler(dev, low)
-    losses_c, scales_c, params_c = _train_with_scaler(torch.device("cpu"), low)
+    losses_f, scales_f, params_f = gradscaler_training(dev, low)
+    losses_c, scales_c, params_c = gradscaler_training("cpu", low, by_hand=True)
     assert scales_f == scales_c
     if low == torch.float16:
         assert scales_f[3] < scales_f[2], f"the overflowing step should have lowered the scale: {scales_f}"
@@ -293,7 +264,7 @@ def test_gradscaler_training_matches_cpu(low, dev):
 @pytest.mark.anyplatform
 def test_clean_reference_process_matches_in_process():
     # The mechanism the GPU tests use for their torch CUDA references.
-    losses, scales = gradscaler_training("cpu")
+    losses, scales, _ = gradscaler_training("cpu")
     assert run_clean("gradscaler_training", "cpu") == [losses, scales]
 
 
@@ -306,11 +277,8 @@ def test_clean_reference_process_matches_in_process():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_autocast_matches_torch_cuda(name, low, dev):
     xs = _inputs(name, low)
-    fn = CASES[name][1]
-    with torch.autocast("flagos", dtype=low):
-        out = fn(*[x.to(dev) for x in xs])
-    with torch.autocast("cuda", dtype=low):
-        ref = fn(*[x.cuda() for x in xs])
+    out = _under_autocast(name, xs, low, dev)
+    ref = _under_autocast(name, xs, low, torch.device("cuda"))
     assert out.dtype == ref.dtype, f"{name}: flagos {out.dtype} vs cuda {ref.dtype}"
     torch.testing.assert_close(out.cpu(), ref.cpu(), **_loose(ref.dtype))
 
@@ -321,7 +289,7 @@ def test_autocast_matches_torch_cuda(name, low, dev):
 def test_gradscaler_training_matches_torch_cuda(dev):
     # torch CUDA trains in a process without torch_fl (clean_reference.py says why).
     losses_c, scales_c = run_clean("gradscaler_training", "cuda")
-    losses_f, scales_f = gradscaler_training(dev)
+    losses_f, scales_f, _ = gradscaler_training(dev)
     assert scales_f == scales_c
     assert scales_f[3] < scales_f[2], f"the overflowing step should have lowered the scale: {scales_f}"
     torch.testing.assert_close(torch.tensor(losses_f), torch.tensor(losses_c), rtol=5e-3, atol=5e-3)
