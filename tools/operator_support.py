@@ -130,6 +130,9 @@ def worker(shard, budget, log_path):
             for i, sample in enumerate(samples):
                 if time.time() > deadline:
                     break
+                # A kernel that never finishes leaves this as the worker's
+                # last line: the report names it as hung.
+                log.write(json.dumps({"opinfo": name, "dtype": dtype, "sample": i, "status": "started"}) + "\n")
                 try:
                     status, detail, reached = _run_sample(op, sample, dtype)
                 except Exception as e:  # reference or flagos raised
@@ -195,15 +198,9 @@ def main() -> int:
             if p.is_alive():
                 print(f"{p.name} did not finish in time; its remaining OpInfos count as not run")
                 p.kill()
-    records = []
-    for path in sorted(logs.glob("worker*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut by a killed worker
+    records, hung = read_worker_logs(logs)
     if args.static:
-        records = []
+        records, hung = [], []
     elapsed = time.time() - start
 
     import torch_fl
@@ -233,6 +230,7 @@ def main() -> int:
         "no_sample": sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)),
         "opinfos": len(names),
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
+        "hung": hung,
         "seconds": elapsed,
         "environment": None if args.static else {
             "device": torch_fl.flagos.get_device_name(0), "torch": __import__("torch").__version__,
@@ -244,6 +242,24 @@ def main() -> int:
     routes = {op: ("flagos" if args.static else routing.route_of(op)) for op in served}
     write_reports(args, summary, table, served, routes)
     return 0
+
+
+def read_worker_logs(logs: Path):
+    """The records of every worker log, and the samples a worker started but
+    never finished (it was killed there: a hang)."""
+    records, hung = [], []
+    for path in sorted(logs.glob("worker*.jsonl")):
+        last = None
+        for line in path.read_text().splitlines():
+            try:
+                last = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a killed worker
+            if last.get("status") != "started":
+                records.append(last)
+        if last and last.get("status") == "started":
+            hung.append(f"{last['opinfo']} ({last['dtype']}, sample {last['sample']})")
+    return records, hung
 
 
 def tabulate(served, records):
@@ -341,6 +357,8 @@ def write_reports(args, summary, table, served, routes) -> None:
         f"{len(summary['no_sample'])}",
         *([f"- OpInfos not run within the time budget: {timeouts} of {summary['opinfos']} "
            f"(their ops may show 'no sample')"] if timeouts and not args.static else []),
+        *([f"- samples that never finished (the worker was killed there): {', '.join(summary['hung'])}"]
+          if summary.get("hung") else []),
         f"- kept native (never routed to FlagGems): {len(summary['excluded'])}",
         "",
         "| op | default route | float32 | float16 | bfloat16 | note |",

@@ -1,0 +1,69 @@
+"""The report side of tools/operator_support.py (the sweep itself needs a GPU)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.anyplatform
+TOOL = os.path.join(REPO_ROOT, "tools", "operator_support.py")
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("operator_support", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _record(opinfo, dtype, status, reached, culprits=(), detail=""):
+    return {"opinfo": opinfo, "dtype": dtype, "sample": 0, "status": status, "detail": detail,
+            "reached": list(reached), "culprits": list(culprits)}
+
+
+def test_worker_logs_name_the_sample_that_never_finished(tmp_path):
+    tool = _tool()
+    done = _record("add", "float32", "pass", ["add.Tensor"])
+    (tmp_path / "worker0.jsonl").write_text(json.dumps(done) + "\n")
+    started = {"opinfo": "bmm", "dtype": "float32", "sample": 1, "status": "started"}
+    (tmp_path / "worker1.jsonl").write_text(
+        json.dumps(done) + "\n" + json.dumps(started) + "\n" + '{"cut by a ki')
+    records, hung = tool.read_worker_logs(tmp_path)
+    assert records == [done, done]
+    assert hung == ["bmm (float32, sample 1)"]
+
+
+def test_report_from_json(tmp_path):
+    records = [
+        _record("add", "float32", "pass", ["add.Tensor"]),
+        _record("mul", "float16", "fail", ["mul.Tensor", "add.Tensor"], ["mul.Tensor"],
+                "max abs err 3: Tensor-likes are not close!\nMismatched elements: 2 / 4"),
+        # a sample reaching a random op proves nothing, pass or fail
+        _record("dropout", "float32", "fail", ["bernoulli_.float", "add.Tensor"], ["add.Tensor"]),
+    ]
+    table = {op: {} for op in ("add.Tensor", "mul.Tensor", "sum")}
+    summary = {"flaggems_config_entries": 3, "routed_to_flaggems": 3, "excluded": {"_to_copy": "copies"},
+               "opinfos": 3, "timeouts": 1, "hung": ["bmm (float32, sample 1)"],
+               "environment": {"device": "GPU", "torch": "2.x", "flaggems": "5.0.2"}}
+    src = tmp_path / "sweep.json"
+    src.write_text(json.dumps({"summary": summary, "table": table, "records": records}))
+    md, conf = tmp_path / "ops.md", tmp_path / "failing.conf"
+    proc = subprocess.run([sys.executable, TOOL, "--from-json", str(src), "--md", str(md), "--conf", str(conf)],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in md.read_text().splitlines() if line.startswith("| `")}
+    # add.Tensor was reached by the failing float16 sample but was not its culprit
+    assert rows["`add.Tensor`"][:4] == ["flagos", "pass", "pass", "no sample"]
+    assert rows["`mul.Tensor`"][:4] == ["cuda", "no sample", "fail", "no sample"]
+    assert "Mismatched elements" in rows["`mul.Tensor`"][4]  # the detail, on one line
+    assert rows["`sum`"][1:4] == ["no sample"] * 3
+    text = md.read_text()
+    assert "OpInfos not run within the time budget: 1 of 3" in text
+    assert "never finished (the worker was killed there): bmm (float32, sample 1)" in text
+    lines = conf.read_text().splitlines()
+    assert lines[1].startswith("mul.Tensor = cuda  # mul: max abs err 3") and len(lines) == 2
