@@ -77,6 +77,8 @@ def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
         result["decode_first_ms"] = _first_call(decode, device)
         result["decode_ms"] = time_per_call(decode, device, calls=4, repeats=3, warmup=1) / 1e3
         result["decode_tokens_per_s"] = 1e3 / result["decode_ms"]
+        if args.profile_decode:
+            print_decode_profile(decode, device, args.profile_decode)
     state.clear()
     del model, out
 
@@ -87,6 +89,19 @@ def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
     else:
         result.update(measure_training(base, device, args, gpu))
     return result
+
+
+def print_decode_profile(decode, device: str, rows: int) -> None:
+    """Where one decode step's host time goes: torch.profiler's CPU table,
+    by self time (the per-op cost of a route shows here)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync(device)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        decode()
+        sync(device)
+    print(f"--- one decode step on {device}: {sum(e.count for e in prof.key_averages() if e.key.startswith('aten::'))} aten calls")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
 def measure_training(base, device: str, args, gpu: bool) -> dict:
@@ -128,6 +143,8 @@ def main() -> None:
     parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
     parser.add_argument("--train-steps", type=int, default=4, help="timed training steps after the first")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--profile-decode", type=int, default=0, metavar="ROWS",
+                        help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
     parser.add_argument("--budget-s", type=float, default=200.0)
     args = parser.parse_args()
