@@ -5,10 +5,11 @@ under three routings and for plain torch.
 
     python benchmarks/qwen3.py [--out results/qwen3.json] [--model PATH]
 
-Routings: "default" (the table as loaded: FlagGems where it implements an
-op), "native" (every FlagGems op routed to the vendor's kernels), "flaggems"
-(every FlagGems op routed to FlagGems); the last two need FlagGems and are
-skipped with the reason otherwise. Reference: torch CUDA on the cuda vendor,
+Routings (torch_fl.routing.preset): "default" (the table as loaded),
+"native" (every FlagGems op routed to the vendor's kernels), "flaggems"
+(every FlagGems op on FlagGems, but those the packaged table keeps off it
+because FlagGems' kernel was wrong or hung there); the last two need
+FlagGems and are skipped with the reason otherwise. Reference: torch CUDA on the cuda vendor,
 torch CPU on the host vendor. First calls (Triton JIT, caches) are timed
 separately from the steady state (median of repeats, synchronized).
 
@@ -31,16 +32,6 @@ from _common import environment, print_table, sync, time_per_call, write_json
 import torch_fl  # noqa: E402
 from torch_fl import routing  # noqa: E402
 from torch_fl.models import qwen3  # noqa: E402
-
-
-@contextlib.contextmanager
-def routing_mode(mode: str):
-    if mode == "default":
-        yield
-        return
-    backend = {"native": torch_fl.flagos.vendor(), "flaggems": "flagos"}[mode]
-    with routing.override_flaggems_ops(backend):
-        yield
 
 
 def _first_call(fn, device):
@@ -175,7 +166,7 @@ def main() -> None:
             skipped[label] = f"time budget of {args.budget_s:.0f} s used up"
             continue
         routing.reset_stats()
-        with routing_mode(mode) if mode else contextlib.nullcontext():
+        with routing.preset(mode) if mode else contextlib.nullcontext():
             results[label] = measure(base, device, dtype, args, deadline, gpu)
         if device == "flagos":
             torch.flagos.empty_cache()

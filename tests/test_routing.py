@@ -97,6 +97,26 @@ def test_override_keeps_entries_made_inside_for_other_ops():
     assert routing.table() == {**before, "sum": "cpu"}
 
 
+def test_override_flaggems_ops_can_keep_the_packaged_routes(tmp_path, monkeypatch):
+    # The packaged table sends FlagGems kernels found wrong on this vendor
+    # elsewhere; "all FlagGems except those" must leave them there.
+    conf = tmp_path / "backends.conf"
+    conf.write_text("mm = cpu\n")
+    monkeypatch.setattr(routing, "packaged_config", lambda vendor=None: conf)
+    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["mm", "add.Tensor", "sum"])
+    routing.load(str(conf))
+
+    def origins():
+        return {op: origin for op, _, origin, _ in routing.entries()}
+
+    with routing.override_flaggems_ops(NATIVE):
+        assert origins() == {op: "flagos_routing_set" for op in ("mm", "add.Tensor", "sum")}
+    with routing.override_flaggems_ops(NATIVE, keep_packaged=True):
+        assert origins() == {"mm": str(conf), "add.Tensor": "flagos_routing_set", "sum": "flagos_routing_set"}
+        assert routing.route_of("add.Tensor") == NATIVE
+    assert origins() == {"mm": str(conf)}
+
+
 def test_override_keyword_spellings():
     assert routing._keyword_op("add__Tensor") == "add.Tensor"
     assert routing._keyword_op("mm__out") == "mm.out"
@@ -389,3 +409,15 @@ def test_routes_really_change_backend(tmp_path):
     assert out["after"] == ["cpu", {"cpu": 1}, 0, "flagos", True]
     assert out["partial"] == ["flagos", "cpu"]
     assert "FlagGems has no function" in out["no_function"]
+
+
+def test_preset_names_and_native(monkeypatch):
+    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["sum"])
+    with routing.preset("default"):
+        assert "sum" not in routing.table()
+    with routing.preset("native"):
+        assert routing.table()["sum"] == NATIVE
+    assert "sum" not in routing.table()
+    with pytest.raises(ValueError, match="unknown routing preset 'fast'"):
+        with routing.preset("fast"):
+            pass

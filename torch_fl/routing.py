@@ -135,10 +135,39 @@ def override(**routes: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def override_flaggems_ops(backend: str) -> Iterator[None]:
+def override_flaggems_ops(backend: str, *, keep_packaged: bool = False) -> Iterator[None]:
     """Routes every op FlagGems serves here to ``backend`` for the block:
-    "cuda" (or the vendor's word) for all-native, "flagos" for all-FlagGems."""
-    with override_ops({op: backend for op in _flaggems.available_ops()}):
+    "cuda" (or the vendor's word) for all-native, "flagos" for all-FlagGems.
+    ``keep_packaged=True`` leaves alone the ops that the packaged table for
+    this vendor routes elsewhere (FlagGems kernels found wrong or hanging on
+    this vendor; see docs/operator-support.md)."""
+    ops = _flaggems.available_ops()
+    if keep_packaged:
+        packaged = str(packaged_config())
+        kept = {op for op, _, origin, _ in entries() if origin == packaged}
+        ops = [op for op in ops if op not in kept]
+    with override_ops({op: backend for op in ops}):
+        yield
+
+
+PRESETS = ("default", "native", "flaggems")
+
+
+@contextlib.contextmanager
+def preset(name: str) -> Iterator[None]:
+    """A whole-table routing for the block, to compare backends:
+    "default": the table as loaded; "native": every op FlagGems serves on the
+    vendor's own kernels; "flaggems": every op FlagGems serves on FlagGems,
+    except those the packaged table for this vendor routes elsewhere because
+    FlagGems' kernel was found wrong or hanging there."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown routing preset '{name}'; expected one of {', '.join(PRESETS)}")
+    if name == "default":
+        yield
+        return
+    native = {"host": "cpu"}.get(_C._vendor(), _C._vendor())
+    backend, keep = (native, False) if name == "native" else ("flagos", True)
+    with override_flaggems_ops(backend, keep_packaged=keep):
         yield
 
 

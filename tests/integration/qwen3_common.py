@@ -2,7 +2,6 @@
 routing modes and the comparisons. The model itself is built by
 torch_fl.models.qwen3 (shared with examples/qwen3_demo.py and
 benchmarks/qwen3.py)."""
-import contextlib
 import functools
 
 import pytest
@@ -44,17 +43,9 @@ def mode_skip_reason(mode: str):
     return None
 
 
-@contextlib.contextmanager
 def routing_mode(mode: str):
-    """default: the routing table as loaded; native: every op FlagGems
-    implements goes to the vendor's own kernel; flaggems: every such op goes
-    to FlagGems ("flagos")."""
-    if mode == "default":
-        yield
-        return
-    backend = {"native": VENDOR, "flaggems": "flagos"}[mode]
-    with routing.override_flaggems_ops(backend):
-        yield
+    """The routing preset ``mode`` (torch_fl.routing.preset says what each is)."""
+    return routing.preset(mode)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

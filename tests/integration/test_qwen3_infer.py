@@ -8,8 +8,9 @@ greedy steps, one token per forward with the KV cache.
   identical; the logits of every step agree within rtol=atol=1e-5 on the host
   vendor (same CPU kernels) and rtol=1e-3, atol=1e-4 on a GPU vendor.
 - Qwen3-0.6B architecture (cuda mark: GPU machine only), against torch CUDA,
-  under three routings (default table; "native": every FlagGems op routed to
-  the vendor's kernels; "flaggems": every FlagGems op routed to FlagGems):
+  under the three presets of torch_fl.routing.preset (default table;
+  "native": every FlagGems op on the vendor's kernels; "flaggems": every
+  FlagGems op on FlagGems but those the packaged table keeps off it):
     float32:  tokens identical; first-step logits within rtol=1e-3, atol=1e-3;
     bfloat16: first-step logits max |diff| <= 0.15 and cosine similarity
               >= 0.999 (measured on CPU, bf16 vs fp32 of the same random
