@@ -43,8 +43,14 @@ def recorder(name, fn):
 def boom(*args, **kwargs):
     raise RuntimeError("stand-in kernel refuses")
 
+def flat_fill_(self, value):
+    # As FlagGems' fill_/zero_ kernels do: numel() elements from the data pointer.
+    torch.ops.aten.fill_.Scalar(self.as_strided((self.numel(),), (1,)), value)
+    return self
+
 FUNCTIONS = {
     "add.Tensor": lambda a, b, *, alpha=1: torch.ops.aten.add.Tensor(a, b, alpha=alpha),
+    "fill_.Scalar": flat_fill_,
     "sum.dim_IntList": lambda x, dim, keepdim=False, *, dtype=None: torch.sum(x, dim, keepdim, dtype=dtype),
     "mul_.Tensor": lambda a, b: a.mul_(b),
     "mm.out": lambda a, b, *, out: torch.mm(a, b, out=out),
@@ -131,6 +137,23 @@ def test_out_variant_wrong_size():
         r = torch.mm(a.to(dev), b.to(dev), out=out)
     assert r is out and out.shape == (3, 2) and out.device.type == "flagos"
     torch.testing.assert_close(out.cpu(), a @ b)
+
+@check
+def test_written_view_not_contiguous_takes_the_vendor_kernel():
+    x = torch.zeros(4, 4, device=dev)
+    expected = torch.zeros(4, 4)
+    n = len(seen.get("fill_.Scalar", []))
+    routing.reset_stats()
+    x[:, 1].fill_(5.0)  # a column: a flat kernel would fill row 0 instead
+    expected[:, 1] = 5.0
+    torch.testing.assert_close(x.cpu(), expected)
+    assert len(seen.get("fill_.Scalar", [])) == n
+    assert routing.stats()["fill_.Scalar"] == {"cpu": 1}, routing.stats()
+    x[2].fill_(7.0)  # a row is contiguous: the FlagGems function serves it
+    expected[2] = 7.0
+    torch.testing.assert_close(x.cpu(), expected)
+    assert len(seen["fill_.Scalar"]) == n + 1
+    assert routing.stats()["fill_.Scalar"] == {"cpu": 1, "flagos": 1}, routing.stats()
 
 @check
 def test_multi_output():
@@ -250,6 +273,7 @@ STANDIN_CHECKS = [
     "test_inplace_returns_same_object",
     "test_out_variant_right_size",
     "test_out_variant_wrong_size",
+    "test_written_view_not_contiguous_takes_the_vendor_kernel",
     "test_multi_output",
     "test_view_result_shares_storage",
     "test_failing_function_falls_back_with_one_warning",

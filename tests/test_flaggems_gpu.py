@@ -84,3 +84,37 @@ def test_plain_cuda_tensors_do_not_take_flaggems():
     routing.reset_stats()
     torch.testing.assert_close(a + a, torch.full((4,), 2.0, device="cuda"))
     assert routing.stats() == {}
+
+
+# Strided, broadcast and column-view cases under the default routing: FlagGems
+# kernels that index memory as a flat array (fill_/zero_ on a view, the Hopper
+# mul and sqrt) must not be what serves them.
+def _fill_column(x):
+    y = x.clone()
+    y[:, 3].fill_(2.0)
+    return y
+
+
+def _zero_column(x):
+    y = x.clone()
+    y[:, 3].zero_()
+    return y
+
+
+LAYOUT_CASES = {
+    "fill_ column": _fill_column,
+    "zero_ column": _zero_column,
+    "mul same-rank broadcast": lambda x: x[:, :1] * x[:1, :],
+    "mul transposed": lambda x: x.t() * x.t(),
+    "add broadcast": lambda x: x + x[0],
+    "sqrt strided": lambda x: x.abs()[:, ::2].sqrt(),
+    "softmax transposed": lambda x: torch.softmax(x.t(), dim=-1),
+    "sum transposed": lambda x: x.t().sum(-1),
+}
+
+
+@pytest.mark.parametrize("case", list(LAYOUT_CASES))
+def test_default_routes_keep_strided_and_broadcast_inputs_right(case):
+    x = torch.randn(16, 24, generator=torch.Generator().manual_seed(2))
+    fn = LAYOUT_CASES[case]
+    assert_flagos_close(fn(x.to("flagos")), fn(x.cuda()), rtol=1e-5, atol=1e-5)

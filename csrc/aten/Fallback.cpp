@@ -125,10 +125,21 @@ void invoke_host_dropout(const c10::OperatorHandle&, const OpPlan&, torch::jit::
   torch::jit::push(*stack, std::move(output), std::move(mask));
 }
 
+bool writes_non_contiguous(c10::ArrayRef<MutatedArg> mutated) {
+  for (const auto& m : mutated) {
+    if (!m.alias.is_contiguous()) return true;
+  }
+  return false;
+}
+
+flagos_backend_t native_backend() {
+  return live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+}
+
 // Aliases the flagos arguments as native tensors, lets `invoke` run the op
 // on them (the vendor's kernel, or a FlagGems function), then carries
 // mutations back and maps the results to flagos.
-void run_on_aliases(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack,
+void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Stack* stack,
                     BoxedRoute invoke) {
   const auto& args = op.schema().arguments();
   const size_t num_args = args.size();
@@ -189,6 +200,15 @@ void run_on_aliases(const c10::OperatorHandle& op, const OpPlan& plan, torch::ji
   // FlagGems kernels make flagos results; an op asked for results on
   // another device takes the vendor's kernel.
   if (keep_results) invoke = &invoke_native;
+  if (invoke != &invoke_native && writes_non_contiguous(mutated)) {
+    // FlagGems' in-place and out= kernels (fill_, zero_, ...) index the
+    // written tensor as a flat array from its data pointer: on a strided
+    // view they would write other elements. The vendor's kernel serves
+    // such a call, and the counters say so.
+    invoke = &invoke_native;
+    plan.calls[plan.backend].fetch_sub(1, std::memory_order_relaxed);
+    plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+  }
   if (invoke == &invoke_native && plan.host_dropout) invoke = &invoke_host_dropout;
   invoke(op, plan, stack);
 
