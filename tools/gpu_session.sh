@@ -32,7 +32,7 @@ run_step() {
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
-    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
+    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
     # C backtraces of two crashes seen on the cuda vendor only (gdb needs
     # the interpreter itself, not the .venv wrapper script).
     diag) PY=$(command -v python3); GDB=$(command -v gdb || command -v cuda-gdb)
