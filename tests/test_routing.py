@@ -421,3 +421,16 @@ def test_preset_names_and_native(monkeypatch):
     with pytest.raises(ValueError, match="unknown routing preset 'fast'"):
         with routing.preset("fast"):
             pass
+
+
+@pytest.mark.parametrize("vendor", ["cuda", "host", "metax", "ascend"])
+def test_packaged_tables_name_real_ops_and_backends(vendor):
+    # Each vendor's table is validated at import only on that vendor's
+    # machines; its op names and backend words are checked here on any.
+    path = routing.packaged_config(vendor)
+    assert path.is_file(), path
+    _C._routing_load(str(path), True)
+    for op, backend, origin, line in routing.entries():
+        assert origin == str(path)
+        assert backend in routing.BACKENDS, f"{path.name}:{line}: backend '{backend}'"
+        assert _C._op_exists(op), f"{path.name}:{line}: no ATen op '{op}'"
