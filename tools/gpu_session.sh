@@ -59,7 +59,7 @@ run_step() {
           grep -E "^(FAILED|ERROR|CRASH)|passed|failed" "$OUT/pytest-cuda.log" | tail -40 ;;
     # pytest-timeout (on the GPU machine) fails one stuck test with its stack.
     qwen3-tests) timeout ${QWEN_TIMEOUT:-200} .venv/bin/python -m pytest tests/integration tests/test_amp.py -v -s -rfE --tb=short -p no:cacheprovider \
-                   --timeout ${QWEN_TEST_TIMEOUT:-240} --durations=15 > "$OUT/qwen3-tests.log" 2>&1
+                   --timeout ${QWEN_TEST_TIMEOUT:-240} --durations=15 ${QWEN_K:+-k "$QWEN_K"} > "$OUT/qwen3-tests.log" 2>&1
                  grep -E "^(FAILED|ERROR)|passed|failed|\[qwen3\]|Timeout" "$OUT/qwen3-tests.log" | tail -60 ;;
     # Small Qwen3 greedy decoding on FlagGems routes with every launch
     # synchronous and every op logged: a kernel that never finishes shows as
