@@ -132,10 +132,6 @@ bool writes_non_contiguous(c10::ArrayRef<MutatedArg> mutated) {
   return false;
 }
 
-flagos_backend_t native_backend() {
-  return live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
-}
-
 // Aliases the flagos arguments as native tensors, lets `invoke` run the op
 // on them (the vendor's kernel, or a FlagGems function), then carries
 // mutations back and maps the results to flagos.

@@ -41,10 +41,14 @@ void invalidate_plans() { generation.fetch_add(1, std::memory_order_acq_rel); }
 bool log_dispatch_enabled() { return log_dispatch.load(std::memory_order_relaxed); }
 void set_log_dispatch(bool on) { log_dispatch.store(on); }
 
+flagos_backend_t native_backend() {
+  return live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+}
+
 flagos_backend_t resolve_backend(const std::string& op_name, bool native_kernel) {
   flagos_backend_t chosen = routing_state::explicit_backend(op_name);
   if (chosen == FLAGOS_BACKEND_FLAGGEMS) chosen = FLAGOS_BACKEND_FLAGOS;  // one path, two names
-  const flagos_backend_t native = live_vendor() == Vendor::Cuda ? FLAGOS_BACKEND_CUDA : FLAGOS_BACKEND_CPU;
+  const flagos_backend_t native = native_backend();
   // Asking for the vendor's kernel of an op it has none for means the CPU.
   if (chosen == native && !native_kernel) return FLAGOS_BACKEND_CPU;
   const bool flaggems_has_op = routing_state::flaggems_default_for(op_name);
