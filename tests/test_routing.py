@@ -103,14 +103,15 @@ def test_override_flaggems_ops_can_keep_the_packaged_routes(tmp_path, monkeypatc
     conf = tmp_path / "backends.conf"
     conf.write_text("mm = cpu\n")
     monkeypatch.setattr(routing, "packaged_config", lambda vendor=None: conf)
-    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["mm", "add.Tensor", "sum"])
+    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["mm", "mm.out", "add.Tensor", "sum"])
     routing.load(str(conf))
 
     def origins():
         return {op: origin for op, _, origin, _ in routing.entries()}
 
     with routing.override_flaggems_ops(NATIVE):
-        assert origins() == {op: "flagos_routing_set" for op in ("mm", "add.Tensor", "sum")}
+        assert origins() == {op: "flagos_routing_set" for op in ("mm", "mm.out", "add.Tensor", "sum")}
+    # the bare "mm" line also holds mm.out back
     with routing.override_flaggems_ops(NATIVE, keep_packaged=True):
         assert origins() == {"mm": str(conf), "add.Tensor": "flagos_routing_set", "sum": "flagos_routing_set"}
         assert routing.route_of("add.Tensor") == NATIVE

@@ -145,7 +145,8 @@ def override_flaggems_ops(backend: str, *, keep_packaged: bool = False) -> Itera
     if keep_packaged:
         packaged = str(packaged_config())
         kept = {op for op, _, origin, _ in entries() if origin == packaged}
-        ops = [op for op in ops if op not in kept]
+        # A bare name ("cumsum") covers every overload without a line of its own.
+        ops = [op for op in ops if op not in kept and op.split(".", 1)[0] not in kept]
     with override_ops({op: backend for op in ops}):
         yield
 
