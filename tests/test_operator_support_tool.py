@@ -45,7 +45,8 @@ def test_report_from_json(tmp_path):
         # a sample reaching a random op proves nothing, pass or fail
         _record("dropout", "float32", "fail", ["bernoulli_.float", "add.Tensor"], ["add.Tensor"]),
     ]
-    table = {op: {} for op in ("add.Tensor", "mul.Tensor", "sum")}
+    # mm.out: held on cuda by the bare "mm" line of torch_fl/backends.conf
+    table = {op: {} for op in ("add.Tensor", "mul.Tensor", "sum", "mm.out")}
     summary = {"flaggems_config_entries": 3, "routed_to_flaggems": 3, "excluded": {"_to_copy": "copies"},
                "opinfos": 3, "timeouts": 1, "hung": ["bmm (float32, sample 1)"],
                "environment": {"device": "GPU", "torch": "2.x", "flaggems": "5.0.2"}}
@@ -62,6 +63,7 @@ def test_report_from_json(tmp_path):
     assert rows["`mul.Tensor`"][:4] == ["cuda", "no sample", "fail", "no sample"]
     assert "Mismatched elements" in rows["`mul.Tensor`"][4]  # the detail, on one line
     assert rows["`sum`"][1:4] == ["no sample"] * 3
+    assert rows["`mm.out`"][0] == "cuda" and "torch_fl/backends.conf" in rows["`mm.out`"][4]
     text = md.read_text()
     assert "OpInfos not run within the time budget: 1 of 3" in text
     assert "never finished (the worker was killed there): bmm (float32, sample 1)" in text

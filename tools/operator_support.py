@@ -231,16 +231,11 @@ def main() -> int:
     else:
         served, excluded, config_size = flaggems.available_ops(), flaggems.excluded_ops(), flaggems.config_size()
     table = tabulate(served, records)
-    verdict = _verdict_fn(args.static)
-    failing = sorted(op for op in served if any(verdict(table[op][d]) == "fail" for d in DTYPES))
     summary = {
         "flaggems_config_entries": config_size,
         "routed_to_flaggems": len(served),
         "excluded": excluded,
-        "failing": failing,
-        "passing_all_tested": sorted(op for op in served if op not in failing and
-                                     any(verdict(table[op][d]) == "pass" for d in DTYPES)),
-        "no_sample": sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)),
+        **classify(served, table, args.static),
         "opinfos": len(names),
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
         "hung": hung,
@@ -304,24 +299,34 @@ def _verdict_fn(static):
     return verdict
 
 
+def classify(served, table, static):
+    """The summary's op lists: failing, passing every tested dtype, never sampled."""
+    verdict = _verdict_fn(static)
+    failing = sorted(op for op in served if any(verdict(table[op][d]) == "fail" for d in DTYPES))
+    return {
+        "failing": failing,
+        "passing_all_tested": sorted(op for op in served if op not in failing and
+                                     any(verdict(table[op][d]) == "pass" for d in DTYPES)),
+        "no_sample": sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)),
+    }
+
+
 def render_from_json(args) -> int:
     data = json.loads(Path(args.from_json).read_text())
     summary, records = data["summary"], data["records"]
     served = sorted(data["table"])
     table = tabulate(served, records)
-    verdict = _verdict_fn(False)
-    failing = sorted(op for op in served if any(verdict(table[op][d]) == "fail" for d in DTYPES))
-    summary.update(
-        failing=failing,
-        passing_all_tested=sorted(op for op in served if op not in failing and
-                                  any(verdict(table[op][d]) == "pass" for d in DTYPES)),
-        no_sample=sorted(op for op in served if all(verdict(table[op][d]) == "no sample" for d in DTYPES)))
+    summary.update(classify(served, table, False))
+    failing = summary["failing"]
     packaged = _packaged_routes()
-    routes = {op: "cuda" if op in failing else packaged.get(op, "flagos") for op in served}
-    for op in served:  # routed native by hand, for a reason the sweep could not see
-        if routes[op] != "flagos" and op not in failing:
+    routes = {}
+    for op in served:
+        # An exact line, else a bare-name line ("bmm" also holds "bmm.out").
+        line = op if op in packaged else op.split(".", 1)[0]
+        routes[op] = "cuda" if op in failing else packaged.get(line, "flagos")
+        if routes[op] != "flagos" and op not in failing:  # held for a reason the sweep could not see
             for d in DTYPES:
-                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/backends.conf: {packaged.get(op + '#', '')}"
+                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/backends.conf: {packaged.get(line + '#', '')}"
     write_reports(args, summary, table, served, routes)
     return 0
 
