@@ -111,16 +111,11 @@ def measure_training(base, device: str, args, gpu: bool) -> dict:
     else:
         model = qwen3.clone_to(base, device)
         tokens = qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)
-        ends = []
-        qwen3.sync(device)
-        start = time.perf_counter()
-        qwen3.train(model, [tokens], on_step=lambda step, loss: ends.append(time.perf_counter()), **options)
-        step_seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
+        step_seconds = qwen3.timed_train(model, [tokens], **options)[2]
         del model
     step_ms = statistics.median(step_seconds[1:]) * 1e3
     return {"train_first_ms": step_seconds[0] * 1e3, "train_step_ms": step_ms,
             "train_tokens_per_s": args.train_batch * args.train_len / step_ms * 1e3}
-    return result
 
 
 def main() -> None:

@@ -220,6 +220,17 @@ def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, f
     return losses, first_grads
 
 
+def timed_train(model, batches: List[torch.Tensor], **options):
+    """``train()`` that also returns each step's wall time in seconds (every
+    step ends with loss.item(), so each is synchronized)."""
+    ends = []
+    sync(next(model.parameters()).device)
+    start = time.perf_counter()
+    losses, grads = train(model, batches, on_step=lambda step, loss: ends.append(time.perf_counter()),
+                          **options)
+    return losses, grads, [b - a for a, b in zip([start] + ends[:-1], ends)]
+
+
 # ------------------------------------------------- training in a clean process
 #
 # Once a PrivateUse1 backend is registered (import torch_fl does it), PyTorch
@@ -265,15 +276,12 @@ def _clean_process_main(spec_path: str, out_path: str) -> None:
                for s in spec["batch_seeds"]]
     model = clone_to(base, spec["device"])
     del base
-    ends = []
-    start = time.perf_counter()
-    losses, grads = train(model, batches, steps=spec["steps"], lr=spec["lr"], foreach=spec["foreach"],
-                          autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None,
-                          keep_first_grads=spec["keep_first_grads"],
-                          on_step=lambda step, loss: ends.append(time.perf_counter()))
+    losses, grads, step_seconds = timed_train(
+        model, batches, steps=spec["steps"], lr=spec["lr"], foreach=spec["foreach"],
+        autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None,
+        keep_first_grads=spec["keep_first_grads"])
     if "torch_fl" in sys.modules:
         raise RuntimeError("the clean reference process imported torch_fl")
-    step_seconds = [b - a for a, b in zip([start] + ends[:-1], ends)]
     torch.save({"losses": losses, "grads": grads, "step_seconds": step_seconds}, out_path)
 
 
