@@ -166,8 +166,7 @@ def preset(name: str) -> Iterator[None]:
     if name == "default":
         yield
         return
-    native = {"host": "cpu"}.get(_C._vendor(), _C._vendor())
-    backend, keep = (native, False) if name == "native" else ("flagos", True)
+    backend, keep = (_C._native_backend(), False) if name == "native" else ("flagos", True)
     with override_flaggems_ops(backend, keep_packaged=keep):
         yield
 

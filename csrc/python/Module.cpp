@@ -10,6 +10,7 @@
 
 #include <unordered_set>
 
+#include "aten/Routing.h"
 #include "aten/RoutingState.h"
 #include "common.h"
 #include "python/FlagGemsBridge.h"
@@ -109,6 +110,7 @@ PYBIND11_MODULE(_C, m) {
     return std::string(live_vendor_name());
   });
   m.def("_vendor", [] { return std::string(live_vendor_name()); });
+  m.def("_native_backend", [] { return std::string(flagos_backend_name(native_backend())); });
   m.def("_device_count", [] { return static_cast<int>(device_count()); });
   m.def("_get_device", [] {
     return static_cast<int>(c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index());
