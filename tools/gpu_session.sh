@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: install the carried wheels, build against the
 # machine's torch, then run the steps named on the command line, writing logs
-# and JSON under $OUT (or ./out). Steps: ctest pytest demo bench ops qwen3 smoke
+# and JSON under $OUT (or ./out). Steps: see run_step below and the README.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -21,7 +21,6 @@ run_step() {
   echo "=== $step"
   case $step in
     ctest) FLAGOS_REQUIRE_CUDA=1 ctest --test-dir "$(cat build/current)/runtime" --output-on-failure 2>&1 | tail -20 | tee "$OUT/ctest.log" ;;
-    pytest) .venv/bin/python -m pytest tests -q -x -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -40 ;;
     pytest-all) .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider 2>&1 | tee "$OUT/pytest.log" | tail -60 ;;
     # The native route everywhere (FlagGems kept out: its JIT would dominate),
     # then the tests that are about FlagGems.
@@ -33,16 +32,6 @@ run_step() {
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
     qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
-    # C backtraces of two crashes seen on the cuda vendor only (gdb needs
-    # the interpreter itself, not the .venv wrapper script).
-    diag) PY=$(command -v python3); GDB=$(command -v gdb || command -v cuda-gdb)
-          printf 'import torch, torch_fl\ntry:\n    torch.empty(4, device="flagos:6")\nexcept Exception as e:\n    print("raised", type(e).__name__, e)\n' > /tmp/diag_index.py
-          printf 'import torch, torch_fl\nx = torch.ones(3, device="flagos")\nprint((x + x).cpu())\n' > /tmp/diag_log.py
-          for script in /tmp/diag_index.py /tmp/diag_log.py; do
-            echo "--- $script" | tee -a "$OUT/diag.log"
-            FLAGOS_LOG_DISPATCH=1 FLAGOS_DISABLE_FLAGGEMS_PY=1 timeout ${DIAG_TIMEOUT:-80} "$GDB" -q -batch -ex "set pagination off" -ex run -ex bt \
-              --args "$PY" "$script" 2>&1 | grep -v "^\[New Thread\|^\[Thread\|^\[Detaching\|^warning: Cuda" | tail -45 | tee -a "$OUT/diag.log"
-          done ;;
     # -v names every test as it runs, so a crash still shows which test it
     # was; the run then resumes after that test (at most 3 times).
     pytest-cuda) : > "$OUT/pytest-cuda.log"; deselect=()
