@@ -52,13 +52,13 @@ def test_route_of_accepts_every_spelling():
 
 
 def test_table_and_entries_with_origin():
-    # bmm: in no packaged table (the cuda vendor's lists ops FlagGems fails)
-    assert "bmm" not in routing.table()
-    routing.set_route("aten::bmm", "cpu")
-    assert routing.table()["bmm"] == "cpu"
-    assert ("bmm", "cpu", "flagos_routing_set", 0) in [tuple(e) for e in routing.entries()]
-    routing.set_route("bmm", "default")
-    assert "bmm" not in routing.table(), "'default' removes the explicit entry"
+    # baddbmm: in no packaged table (the cuda vendor's lists ops FlagGems fails)
+    assert "baddbmm" not in routing.table()
+    routing.set_route("aten::baddbmm", "cpu")
+    assert routing.table()["baddbmm"] == "cpu"
+    assert ("baddbmm", "cpu", "flagos_routing_set", 0) in [tuple(e) for e in routing.entries()]
+    routing.set_route("baddbmm", "default")
+    assert "baddbmm" not in routing.table(), "'default' removes the explicit entry"
 
 
 def test_config_entries_name_file_and_line(tmp_path):

@@ -25,7 +25,7 @@ run_step() {
     # The native route everywhere (FlagGems kept out: its JIT would dominate),
     # then the tests that are about FlagGems.
     pytest-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "not flaggems and not flaggems_python" 2>&1 | tee "$OUT/pytest-native.log" | tail -40 ;;
-    pytest-flaggems) .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "flaggems or flaggems_python" 2>&1 | tee "$OUT/pytest-flaggems.log" | tail -40 ;;
+    pytest-flaggems) timeout ${FLAGGEMS_TIMEOUT:-420} .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "flaggems or flaggems_python" 2>&1 | tee "$OUT/pytest-flaggems.log" | tail -40 ;;
     demo) .venv/bin/python examples/demo.py 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     bench) .venv/bin/python benchmarks/dispatch_overhead.py --out "$OUT/dispatch_overhead.json" 2>&1 | tail -20 ;;
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
@@ -60,6 +60,15 @@ run_step() {
     qwen3-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 timeout ${QWEN_TIMEOUT:-200} .venv/bin/python -m pytest tests/integration -v -s -rfE --tb=short -p no:cacheprovider \
                     -k "${QWEN_K:-0_6b and default}" > "$OUT/qwen3-native.log" 2>&1
                   grep -E "^(FAILED|ERROR)|passed|failed|\[qwen3\]" "$OUT/qwen3-native.log" | tail -30 ;;
+    # Which FlagGems ops move Qwen3 off the reference: bf16 0.6B decoding
+    # against torch CUDA (drift), small fp32 gradients against CPU
+    # (drift-grads); and how close to a tie the bf16 reference's greedy
+    # choices are per prompt seed (margins).
+    drift) timeout ${DRIFT_TIMEOUT:-300} .venv/bin/python tools/qwen3_op_drift.py --out "$OUT/qwen3_op_drift.json" 2>&1 | tee "$OUT/drift.log" | tail -40 ;;
+    drift-grads) timeout ${DRIFT_TIMEOUT:-300} .venv/bin/python tools/qwen3_op_drift.py --target grads --size small --dtype float32 --reference cpu \
+                   --out "$OUT/qwen3_grad_drift.json" 2>&1 | tee "$OUT/drift-grads.log" | tail -40 ;;
+    margins) timeout ${DRIFT_TIMEOUT:-300} .venv/bin/python tools/qwen3_op_drift.py --target margins --seeds ${MARGIN_SEEDS:-16} \
+               --out "$OUT/qwen3_margins.json" 2>&1 | tee "$OUT/margins.log" | tail -20 ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac
