@@ -110,6 +110,9 @@ LAYOUT_CASES = {
     "sqrt strided": lambda x: x.abs()[:, ::2].sqrt(),
     "softmax transposed": lambda x: torch.softmax(x.t(), dim=-1),
     "sum transposed": lambda x: x.t().sum(-1),
+    # slice_backward with a transposed gradient (Qwen3's rotate_half backward
+    # hands it a strided one).
+    "slice_backward transposed grad": lambda x: torch.ops.aten.slice_backward(x.t(), [30, 16], 0, 3, 27, 1),
 }
 
 

@@ -4,9 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
+import torch
 
+import torch_fl  # noqa: F401  (the flagos device)
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.anyplatform
@@ -69,3 +72,55 @@ def test_report_from_json(tmp_path):
     assert "never finished (the worker was killed there): bmm (float32, sample 1)" in text
     lines = conf.read_text().splitlines()
     assert lines[1].startswith("mul.Tensor = cuda  # mul: max abs err 3") and len(lines) == 2
+
+
+def test_random_words_inside_op_names():
+    tool = _tool()
+    assert tool._is_random("native_dropout") and tool._is_random("new_empty.default")
+    assert tool._is_random("bernoulli_.float") and tool._is_random("_fused_dropout")
+    assert not tool._is_random("native_layer_norm") and not tool._is_random("add.Tensor")
+
+
+class _Doubling(torch.autograd.Function):
+    """The identity, whose backward doubles the gradient on flagos only: a
+    stand-in for a FlagGems *_backward kernel that is wrong."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.wrong = x.device.type == "flagos"
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2 if ctx.wrong else grad
+
+
+class _StandInOp:
+    supports_autograd = True
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _sample(x):
+    return types.SimpleNamespace(input=x, args=(), kwargs={}, output_process_fn_grad=lambda out: out)
+
+
+def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkeypatch):
+    tool = _tool()
+    monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
+    x = torch.randn(4, 3)
+    status, detail, _ = tool._run_sample(_StandInOp(_Doubling.apply), _sample(x), "float32")
+    assert status == "fail" and detail.startswith("gradient of input 0"), detail
+    assert tool._run_sample(_StandInOp(torch.sin), _sample(x), "float32")[0] == "pass"
+
+    def refuses_cpu(t):
+        if t.device.type == "cpu":
+            raise RuntimeError("expected the index on another device")
+        return t
+
+    status, detail, reached = tool._run_sample(_StandInOp(refuses_cpu), _sample(x), "float32")
+    assert (status, reached) == ("reference-error", []) and "expected the index" in detail

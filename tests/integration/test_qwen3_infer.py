@@ -16,6 +16,14 @@ greedy steps, one token per forward with the KV cache.
               >= 0.999 (measured on CPU, bf16 vs fp32 of the same random
               0.6B model: max 0.048, cosine 0.99988, logit std 0.64), and
               >= 30 of 32 tokens equal position by position.
+
+Token equality in bfloat16 is only meaningful where the reference's choice
+is not a tie: the random 0.6B model's bf16 logits are often exactly tied
+(top-2 margin 0.000) and any other summation order then flips the argmax.
+tools/qwen3_op_drift.py --target margins on the H100 (torch 2.11): of
+prompt seeds 1-16, only seed 6 keeps every step's torch CUDA top-2 margin
+above 0.0625 (4 bf16 ulps at |logit| 2-4; its minimum is 0.28); the bf16
+test uses it and first checks that its reference still has no near-tie.
 """
 import time
 
@@ -29,6 +37,10 @@ from qwen3_common import (
 )
 
 NEW_TOKENS = 32
+# Prompt seed per dtype, and the reference margin below which a bf16 greedy
+# step counts as a tie (see the module docstring).
+PROMPT_SEED = {torch.float32: 1, torch.bfloat16: 6}
+TIE_MARGIN = 0.0625
 
 
 def _generate(model, prompt, label):
@@ -81,7 +93,7 @@ def test_qwen3_0_6b_greedy_matches_torch_cuda(mode, dtype, dev, request):
     if reason:
         pytest.skip(reason)
     base = cpu_model("0.6b", model_path(request))
-    prompt = qwen3.random_tokens(1, 16, qwen3.vocab_size(base), seed=1)
+    prompt = qwen3.random_tokens(1, 16, qwen3.vocab_size(base), seed=PROMPT_SEED[dtype])
 
     ref_model = qwen3.clone_to(base, "cuda", dtype)
     tokens_ref, logits_ref = _generate(ref_model, prompt, f"0.6b {dtype} torch cuda")
@@ -97,6 +109,10 @@ def test_qwen3_0_6b_greedy_matches_torch_cuda(mode, dtype, dev, request):
         assert tokens == tokens_ref
         torch.testing.assert_close(first, first_ref, rtol=1e-3, atol=1e-3)
     else:
+        margins = [float(v[0, 0] - v[0, 1]) for v in (t.topk(2, dim=-1).values for t in logits_ref)]
+        assert min(margins) >= TIE_MARGIN, (
+            f"the torch CUDA reference ties at step {margins.index(min(margins))} (top-2 margin "
+            f"{min(margins):.4f}): pick another PROMPT_SEED with tools/qwen3_op_drift.py --target margins")
         diff = (first - first_ref).abs().max().item()
         cos = torch.nn.functional.cosine_similarity(first, first_ref).min().item()
         same = sum(a == b for a, b in zip(tokens, tokens_ref))
