@@ -113,14 +113,16 @@ def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkey
     tool = _tool()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
     x = torch.randn(4, 3)
-    status, detail, _ = tool._run_sample(_StandInOp(_Doubling.apply), _sample(x), "float32")
-    assert status == "fail" and detail.startswith("gradient of input 0"), detail
-    assert tool._run_sample(_StandInOp(torch.sin), _sample(x), "float32")[0] == "pass"
+    status, detail, _, grads = tool._run_sample(_StandInOp(_Doubling.apply), _sample(x), "float32")
+    assert status == "fail" and detail.startswith("gradient of input 0") and grads, detail
+    assert tool._run_sample(_StandInOp(torch.sin), _sample(x), "float32")[::3] == ("pass", True)
+    # half types: the gradient reference is float32 on the CPU
+    assert tool._run_sample(_StandInOp(torch.sin), _sample(x.bfloat16()), "bfloat16")[::3] == ("pass", True)
 
     def refuses_cpu(t):
         if t.device.type == "cpu":
             raise RuntimeError("expected the index on another device")
         return t
 
-    status, detail, reached = tool._run_sample(_StandInOp(refuses_cpu), _sample(x), "float32")
+    status, detail, reached, _ = tool._run_sample(_StandInOp(refuses_cpu), _sample(x), "float32")
     assert (status, reached) == ("reference-error", []) and "expected the index" in detail
