@@ -126,3 +126,61 @@ def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkey
 
     status, detail, reached, _ = tool._run_sample(_StandInOp(refuses_cpu), _sample(x), "float32")
     assert (status, reached) == ("reference-error", []) and "expected the index" in detail
+
+
+def test_inplace_and_out_forms_are_checked(monkeypatch):
+    tool = _tool()
+    monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    add = next(o for o in op_db if o.name == "add" and not o.variant_test_name)
+    assert tool._variants(add) == ["functional", "inplace", "out"]
+    sample = next(iter(add.sample_inputs("cpu", torch.float32)))
+    for variant in ("inplace", "out"):
+        assert tool._run_sample(add, sample, "float32", variant)[0] == "pass"
+    # The in-place form compares the mutated input: a wrong one is caught.
+    status, detail, _, _ = tool._run_sample(_WrongInPlace(), _sample(torch.randn(3)), "float32", "inplace")
+    assert status == "fail", detail
+
+
+class _WrongInPlace:
+    """An op whose in-place form adds 1 more on flagos than elsewhere."""
+    supports_out = False
+    supports_autograd = False
+
+    def __call__(self, x):
+        return x.clone()
+
+    @staticmethod
+    def inplace_variant(x):
+        return x.add_(1) if x.device.type == "flagos" else x
+
+
+def test_tabulate_counts_property_checks_and_skips_reference_errors():
+    tool = _tool()
+    records = [
+        _record("random: uniform_", "float32", "pass", ["uniform_"], ["uniform_"]) | {"variant": "property"},
+        _record("random: normal_", "float32", "fail", ["normal_", "fill_.Scalar"], ["normal_"], "mean off")
+        | {"variant": "property"},
+        _record("tensor_split", "float32", "reference-error", [], []),
+        _record("dropout", "float32", "pass", ["native_dropout", "add.Tensor"]),
+    ]
+    table = tool.tabulate(["uniform_", "normal_", "fill_.Scalar", "add.Tensor"], records)
+    assert table["uniform_"]["float32"]["pass"] == 1
+    assert table["normal_"]["float32"]["fail"] == 1 and table["fill_.Scalar"]["float32"]["pass"] == 1
+    assert table["add.Tensor"]["float32"]["pass"] == 0  # reached a random op outside a property check
+
+
+def test_random_op_checks_pass_on_flagos_and_catch_wrong_values():
+    import importlib
+
+    sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+    checks = importlib.import_module("random_op_checks")
+    torch.manual_seed(0)
+    for label, check in checks.CHECKS.items():
+        check(torch.float32)
+    with pytest.raises(AssertionError, match="mean"):
+        checks._moments(torch.rand(checks.N) + 0.1, 0.5, 1 / 12 ** 0.5, "shifted rand")
+    with pytest.raises(AssertionError, match="same seed"):
+        counter = iter(range(10))
+        checks._seeded(lambda: torch.tensor([float(next(counter))]), "unseeded")

@@ -8,7 +8,10 @@ Runs on the GPU machine (FLAGOS_VENDOR=cuda, FlagGems installed). Inputs are
 PyTorch's OpInfo samples (two per dtype, and a non-contiguous copy of one): each sample runs on flagos with default routing
 (FlagGems where it serves the op) and on torch CUDA, forward and, where the
 op is differentiable, backward for a fixed random output gradient (this is
-how *_backward ops are reached); the FlagGems ops the
+how *_backward ops are reached). The first sample of each dtype also runs
+in the OpInfo's in-place and out= forms (reaching add_.Tensor, add.out...),
+and random ops are checked by their distribution and seeding
+(tools/random_op_checks.py). The FlagGems ops the
 sample reached (routing.stats()) are credited with the outcome. A failing
 sample that reached several FlagGems ops is re-run with one of them on
 FlagGems at a time to find the culprit. Tolerances are FlagGems' own:
@@ -171,25 +174,57 @@ def _grad_reference(op, sample):
         return None
 
 
-def _run_sample(op, sample, dtype):
+VARIANTS = ("functional", "inplace", "out")
+
+
+def _variants(op):
+    """The call forms of ``op`` to check: its functional form, and its
+    in-place (``x.add_``) and out= forms where the OpInfo has them. They
+    reach other FlagGems entries (``add_.Tensor``, ``add.out``)."""
+    return [v for v in VARIANTS if v == "functional" or (v == "inplace" and op.inplace_variant is not None)
+            or (v == "out" and op.supports_out)]
+
+
+def _call_variant(op, sample, device, variant, like):
+    """Runs the in-place or out= form on ``device``: the mutated input, or
+    the out= tensors (shaped as ``like``, the functional reference result)."""
+    import torch
+
+    inp, args, kwargs = (_to(x, device) for x in (sample.input, sample.args, sample.kwargs))
+    if variant == "inplace":
+        inp = inp.clone()  # on its own device, _to aliases the sample, which later runs reuse
+        op.inplace_variant(inp, *args, **kwargs)
+        return inp
+    outs = [torch.empty(r.shape, dtype=r.dtype, device=device) for r in _flat_tensors(like)]
+    op(inp, *args, out=outs[0] if isinstance(like, torch.Tensor) else tuple(outs), **kwargs)
+    return outs[0] if isinstance(like, torch.Tensor) else outs
+
+
+def _run_sample(op, sample, dtype, variant="functional"):
     """Returns (status, detail, flaggems_ops_reached, gradients_compared).
-    The forward result is compared with torch CUDA's and, where the op is
-    differentiable, the input gradients with the CPU's (_grad_reference)."""
+    The result is compared with torch CUDA's and, for the functional form of
+    a differentiable op, the input gradients with the CPU's (_grad_reference)."""
     import torch
     from torch_fl import routing
 
     ref_device = os.environ.get("FLAGOS_SWEEP_REFERENCE", "cuda")
     try:
         ref, _ = _forward_backward(op, sample, ref_device, False)
+        if variant != "functional":
+            ref = _call_variant(op, sample, ref_device, variant, ref)
     except Exception as e:
         # A sample the reference itself refuses (say, an index tensor that must
-        # stay on the CPU) says nothing about FlagGems.
+        # stay on the CPU, or an in-place form that would change the dtype)
+        # says nothing about FlagGems.
         return "reference-error", f"{type(e).__name__}: {_one_line(e)[:250]}", [], False
-    ref_grads = _grad_reference(op, sample)
+    ref_grads = _grad_reference(op, sample) if variant == "functional" else None
     backward = ref_grads is not None
     routing.reset_stats()
     try:
-        out, grads = _forward_backward(op, sample, "flagos", backward)
+        if variant == "functional":
+            out, grads = _forward_backward(op, sample, "flagos", backward)
+        else:
+            out = _call_variant(op, sample, "flagos", variant, ref)
         torch.flagos.synchronize()
     finally:
         reached = sorted(name for name, per in routing.stats().items() if "flagos" in per)
@@ -200,6 +235,58 @@ def _run_sample(op, sample, dtype):
     except AssertionError as e:
         return "fail", _one_line(e)[:300], reached, backward
     return "pass", "", reached, backward
+
+
+RANDOM_CHECKS = "random ops by their properties"
+
+
+def _random_op_records(routing):
+    """One record per check of tools/random_op_checks.py and dtype; the
+    record counts for the FlagGems ops it reached, random ones included."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import random_op_checks
+
+    for label, check in random_op_checks.CHECKS.items():
+        for dtype in DTYPES:
+            routing.reset_stats()
+            try:
+                check(getattr(torch, dtype))
+                torch.flagos.synchronize()
+                status, detail = "pass", ""
+            except AssertionError as e:
+                status, detail = "fail", _one_line(e)[:300]
+            except Exception as e:
+                status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
+            reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
+            yield {"opinfo": f"random: {label}", "dtype": dtype, "sample": 0, "variant": "property",
+                   "status": status, "detail": detail, "reached": reached,
+                   "culprits": [o for o in reached if _is_random(o)] or reached, "grads": False}
+
+
+def _check_sample(op, sample, dtype, variant, routing):
+    """One sample's record: status, detail, the FlagGems ops it reached, and
+    the culprits among them (found by re-running with one on FlagGems at a time)."""
+    grads = False
+    try:
+        status, detail, reached, grads = _run_sample(op, sample, dtype, variant)
+    except Exception as e:  # flagos raised
+        status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
+        reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
+    culprits = reached
+    if status != "pass" and len(reached) > 1:
+        culprits = []
+        for target in reached:
+            others = {o.replace(".", "__"): "cuda" for o in reached if o != target}
+            try:
+                with routing.override(**others):
+                    again = _run_sample(op, sample, dtype, variant)[0]
+            except Exception:
+                again = "error"
+            if again != "pass":
+                culprits.append(target)
+    return {"status": status, "detail": detail, "reached": reached, "culprits": culprits, "grads": grads}
 
 
 def worker(shard, budget, log_path):
@@ -225,6 +312,10 @@ def worker(shard, budget, log_path):
         if time.time() > deadline:
             emit({"opinfo": name, "status": "timeout"})
             continue
+        if name == RANDOM_CHECKS:
+            for record in _random_op_records(routing):
+                emit(record)
+            continue
         op = ops[name]
         for dtype in DTYPES:
             tdtype = getattr(torch, dtype)
@@ -235,32 +326,19 @@ def worker(shard, budget, log_path):
                 samples += _noncontiguous_variant(samples)
             except Exception:
                 continue
-            for i, sample in enumerate(samples):
+            # The in-place and out= forms on the first sample only: they
+            # share the functional form's kernel math, and time is short.
+            checks = [(i, sample, "functional") for i, sample in enumerate(samples)]
+            checks += [(0, samples[0], v) for v in _variants(op)[1:]] if samples else []
+            for i, sample, variant in checks:
                 if time.time() > deadline:
                     break
                 # A kernel that never finishes leaves this as the worker's
                 # last line: the report names it as hung.
-                log.write(json.dumps({"opinfo": name, "dtype": dtype, "sample": i, "status": "started"}) + "\n")
-                grads = False
-                try:
-                    status, detail, reached, grads = _run_sample(op, sample, dtype)
-                except Exception as e:  # flagos raised
-                    status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
-                    reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
-                culprits = reached
-                if status != "pass" and len(reached) > 1:
-                    culprits = []
-                    for target in reached:
-                        others = {o.replace(".", "__"): "cuda" for o in reached if o != target}
-                        try:
-                            with routing.override(**others):
-                                s = _run_sample(op, sample, dtype)[0]
-                        except Exception:
-                            s = "error"
-                        if s != "pass":
-                            culprits.append(target)
-                emit({"opinfo": name, "dtype": dtype, "sample": i, "status": status,
-                      "detail": detail, "reached": reached, "culprits": culprits, "grads": grads})
+                log.write(json.dumps({"opinfo": name, "dtype": dtype, "sample": i, "variant": variant,
+                                      "status": "started"}) + "\n")
+                emit(_check_sample(op, sample, dtype, variant, routing)
+                     | {"opinfo": name, "dtype": dtype, "sample": i, "variant": variant})
     log.close()
 
 
@@ -297,7 +375,7 @@ def main() -> int:
     if not args.report_only:
         for old in logs.glob("worker*.jsonl"):
             old.unlink()
-        shards = [names[i::args.workers] for i in range(args.workers)]
+        shards = [([RANDOM_CHECKS] if i == 0 else []) + names[i::args.workers] for i in range(args.workers)]
         procs = [ctx.Process(target=worker, args=(s, args.budget, str(logs / f"worker{i}.jsonl")))
                  for i, s in enumerate(shards)]
         for p in procs:
@@ -337,6 +415,8 @@ def main() -> int:
         "hung": hung,
         "noncontiguous": True,
         "samples_with_gradients": sum(1 for r in records if r.get("grads")),
+        "variant_samples": sum(1 for r in records if r.get("variant") in ("inplace", "out")),
+        "random_checks": sum(1 for r in records if r.get("variant") == "property"),
         "seconds": elapsed,
         "environment": None if args.static else {
             "device": torch_fl.flagos.get_device_name(0), "torch": __import__("torch").__version__,
@@ -364,7 +444,8 @@ def read_worker_logs(logs: Path):
             if last.get("status") != "started":
                 records.append(last)
         if last and last.get("status") == "started":
-            hung.append(f"{last['opinfo']} ({last['dtype']}, sample {last['sample']})")
+            form = "" if last.get("variant", "functional") == "functional" else f", {last['variant']}"
+            hung.append(f"{last['opinfo']} ({last['dtype']}, sample {last['sample']}{form})")
     return records, hung
 
 
@@ -372,7 +453,9 @@ def tabulate(served, records):
     """Per op and dtype: samples passed/failed, and the first failure."""
     table = {op: {d: {"pass": 0, "fail": 0, "detail": ""} for d in DTYPES} for op in served}
     for r in records:
-        if r.get("status") in (None, "timeout") or any(_is_random(op) for op in r["reached"]):
+        if r.get("status") in (None, "timeout", "reference-error"):
+            continue
+        if r.get("variant") != "property" and any(_is_random(op) for op in r["reached"]):
             continue
         for op in r["reached"]:
             if op not in table:
@@ -463,7 +546,11 @@ def write_reports(args, summary, table, served, routes) -> None:
         + (f" Input gradients were compared as well, against a float32 CPU reference, for "
            f"{summary['samples_with_gradients']} samples (this is how `*_backward` ops are reached)."
            if "samples_with_gradients" in summary else
-           " Only forward results were compared: `*_backward` ops show 'no sample'."),
+           " Only forward results were compared: `*_backward` ops show 'no sample'.")
+        + (f" The in-place and out= forms of each OpInfo ran on its first sample "
+           f"({summary['variant_samples']} samples), and random ops were checked by their distribution and "
+           f"seeding (tools/random_op_checks.py, {summary['random_checks']} checks)."
+           if "variant_samples" in summary else ""),
     ]
     timeouts = summary.get("timeouts", 0)
     lines = [
