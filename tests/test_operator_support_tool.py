@@ -184,3 +184,18 @@ def test_random_op_checks_pass_on_flagos_and_catch_wrong_values():
     with pytest.raises(AssertionError, match="same seed"):
         counter = iter(range(10))
         checks._seeded(lambda: torch.tensor([float(next(counter))]), "unseeded")
+
+
+def test_handwritten_cases_run_and_agree_with_the_cpu(monkeypatch):
+    """Keeps tools/handwritten_op_cases.py well-formed: on the host vendor
+    against the CPU every case passes, or is one the CPU has no kernel for."""
+    tool = _tool()
+    monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
+    from torch_fl import routing
+
+    records = list(tool._handwritten_records(routing))
+    cpu_lacks = ("from the 'CPU' backend", "not implemented for")
+    bad = [(r["opinfo"], r["dtype"], r["status"], r["detail"]) for r in records if r["status"] != "pass"
+           and not (r["status"] == "reference-error" and any(w in r["detail"] for w in cpu_lacks))]
+    assert not bad, bad
+    assert sum(r["grads"] for r in records) >= 8 * 3  # the differentiable cases compared gradients

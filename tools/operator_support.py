@@ -13,7 +13,8 @@ a float32 CPU reference (this is how *_backward ops are reached; torch
 CUDA's backward cannot run after import torch_fl, pytorch#161129). The first
 sample of each dtype also runs in the OpInfo's in-place and out= forms
 (reaching add_.Tensor, add.out...), and random ops are checked by their
-distribution and seeding (tools/random_op_checks.py). The FlagGems ops a
+distribution and seeding (tools/random_op_checks.py); ops no OpInfo reaches
+have hand-written samples (tools/handwritten_op_cases.py). The FlagGems ops a
 sample reached (routing.stats()) are credited with the outcome. A failing
 sample that reached several FlagGems ops is re-run with one of them on
 FlagGems at a time to find the culprit. Tolerances are FlagGems' own: rtol
@@ -129,13 +130,23 @@ def _flat_tensors(obj):
     return []
 
 
+def _place(sample, device, float_dtype=None):
+    """The sample's input, args and kwargs on ``device``; a factory's
+    ``device=`` keyword names it too (else arange, eye, linspace... would
+    run where the sample was made)."""
+    inp, args, kwargs = (_to(x, device, float_dtype) for x in (sample.input, sample.args, sample.kwargs))
+    if "device" in kwargs:
+        kwargs = dict(kwargs, device=device)
+    return inp, args, kwargs
+
+
 def _forward_backward(op, sample, device, backward, float_dtype=None):
     """The sample's result on ``device`` and, with ``backward``, the gradients
     of its floating inputs for a fixed random output gradient (None where the
     op gives no gradient path)."""
     import torch
 
-    inp, args, kwargs = (_to(x, device, float_dtype) for x in (sample.input, sample.args, sample.kwargs))
+    inp, args, kwargs = _place(sample, device, float_dtype)
     leaves = _mark_leaves([inp, args], []) if backward else []
     out = op(inp, *args, **kwargs)
     if not leaves:
@@ -192,7 +203,7 @@ def _call_variant(op, sample, device, variant, like):
     the out= tensors (shaped as ``like``, the functional reference result)."""
     import torch
 
-    inp, args, kwargs = (_to(x, device) for x in (sample.input, sample.args, sample.kwargs))
+    inp, args, kwargs = _place(sample, device)
     if variant == "inplace":
         inp = inp.clone()  # on its own device, _to aliases the sample, which later runs reuse
         op.inplace_variant(inp, *args, **kwargs)
@@ -240,6 +251,38 @@ def _run_sample(op, sample, dtype, variant="functional"):
 
 
 RANDOM_CHECKS = "random ops by their properties"
+HANDWRITTEN = "hand-written samples"
+
+
+class _HandWrittenOp:
+    """A case of tools/handwritten_op_cases.py, shaped as the OpInfo fields
+    _run_sample reads."""
+    inplace_variant = None
+    supports_out = False
+
+    def __init__(self, fn, differentiable):
+        self.fn, self.supports_autograd = fn, differentiable is True
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _handwritten_records(routing):
+    """One record per hand-written case and dtype (integer cases once, shown
+    in the float32 column)."""
+    import types
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import handwritten_op_cases as cases
+
+    for label, (fn, make, differentiable) in cases.CASES.items():
+        for dtype in (DTYPES[:1] if differentiable == cases.INT else DTYPES):
+            inp, args, kwargs = make(getattr(torch, dtype))
+            sample = types.SimpleNamespace(input=inp, args=args, kwargs=kwargs, output_process_fn_grad=lambda o: o)
+            yield (_check_sample(_HandWrittenOp(fn, differentiable), sample, dtype, "functional", routing)
+                   | {"opinfo": f"hand-written: {label}", "dtype": dtype, "sample": 0, "variant": "functional"})
 
 
 def _random_op_records(routing):
@@ -314,8 +357,8 @@ def worker(shard, budget, log_path):
         if time.time() > deadline:
             emit({"opinfo": name, "status": "timeout"})
             continue
-        if name == RANDOM_CHECKS:
-            for record in _random_op_records(routing):
+        if name in (RANDOM_CHECKS, HANDWRITTEN):
+            for record in (_random_op_records if name == RANDOM_CHECKS else _handwritten_records)(routing):
                 emit(record)
             continue
         op = ops[name]
@@ -377,7 +420,8 @@ def main() -> int:
     if not args.report_only:
         for old in logs.glob("worker*.jsonl"):
             old.unlink()
-        shards = [([RANDOM_CHECKS] if i == 0 else []) + names[i::args.workers] for i in range(args.workers)]
+        extra = {0: [RANDOM_CHECKS], 1 % args.workers: [HANDWRITTEN]}
+        shards = [extra.get(i, []) + names[i::args.workers] for i in range(args.workers)]
         procs = [ctx.Process(target=worker, args=(s, args.budget, str(logs / f"worker{i}.jsonl")))
                  for i, s in enumerate(shards)]
         for p in procs:
@@ -551,7 +595,8 @@ def write_reports(args, summary, table, served, routes) -> None:
            " Only forward results were compared: `*_backward` ops show 'no sample'.")
         + (f" The in-place and out= forms of each OpInfo ran on its first sample "
            f"({summary['variant_samples']} samples), and random ops were checked by their distribution and "
-           f"seeding (tools/random_op_checks.py, {summary['random_checks']} checks)."
+           f"seeding (tools/random_op_checks.py, {summary['random_checks']} checks); ops no OpInfo reaches "
+           f"ran hand-written samples (tools/handwritten_op_cases.py; integer-only ones in the float32 column)."
            if "variant_samples" in summary else ""),
     ]
     timeouts = summary.get("timeouts", 0)
