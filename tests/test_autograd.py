@@ -123,3 +123,21 @@ def test_convolution_gradients_match_cpu(transposed, dev):
     conv_f(x_f).square().sum().backward()
     for got, ref in ((x_f.grad, x.grad), (conv_f.weight.grad, conv.weight.grad), (conv_f.bias.grad, conv.bias.grad)):
         assert_flagos_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.anyplatform
+@pytest.mark.parametrize("fn", [torch.sgn, torch.sign, torch.ceil], ids=["sgn", "sign", "ceil"])
+def test_zero_derivative_ops_give_zero_gradients_on_flagos(fn, dev):
+    """Their backward makes an efficient zero tensor (no memory): it must be
+    a flagos one, usable like any other gradient."""
+    x = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    xf = x.to(dev).requires_grad_()
+    (g,) = torch.autograd.grad(fn(xf), xf, torch.ones(5, 5, device=dev))
+    assert g.device.type == "flagos"
+    torch.testing.assert_close(g.cpu(), torch.zeros(5, 5))
+    torch.testing.assert_close((g + 1).cpu(), torch.ones(5, 5))
+    y = x.to(dev).requires_grad_()
+    (fn(y) * 2 + y * 3).sum().backward()
+    torch.testing.assert_close(y.grad.cpu(), torch.full((5, 5), 3.0))
+    z = torch._efficientzerotensor((2, 3), device=dev)
+    assert z.device.type == "flagos" and z.cpu().tolist() == [[0.0] * 3] * 2

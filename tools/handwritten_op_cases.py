@@ -9,7 +9,7 @@ statistics that CUDA's forward saved.
 
 Each case is (function, make_inputs(dtype) -> (input, args, kwargs),
 differentiable). The sweep runs it as an OpInfo sample: result against torch
-CUDA, input gradients against a float32 CPU reference where differentiable.
+CUDA, input gradients against the CPU's where differentiable.
 Cases marked INT run once, with their own integer dtype.
 """
 import torch

@@ -3,6 +3,7 @@
 // goes through the routing kernel (Fallback.cpp).
 #include <ATen/EmptyTensor.h>
 #include <ATen/native/Resize.h>
+#include <ATen/native/TensorFactories.h>
 #include <c10/core/DeviceGuard.h>
 #include <ATen/ops/_reshape_alias_native.h>
 #include <ATen/ops/as_strided_native.h>
@@ -180,6 +181,21 @@ at::Tensor copy_from_and_resize(const at::Tensor& src, const at::Tensor& dst) {
   return copy_from(src, dst, false);
 }
 
+// The gradient of an op whose derivative is zero (sgn, sign, ceil...) is
+// an efficient zero tensor: no memory, and the ZeroTensor key, whose
+// kernels materialize zeros when needed. Made by the vendor's kernel it
+// would be a null pointer of that device, which no flagos op can read.
+at::Tensor efficient_zero_tensor(IntArrayRef size, std::optional<at::ScalarType> dtype,
+                                 std::optional<at::Layout>, std::optional<c10::Device> device,
+                                 std::optional<bool>) {
+  const c10::Device flagos_device(c10::DeviceType::PrivateUse1, target_device(device));
+  at::native::ZeroTensorAllocator allocator(flagos_device);
+  const auto keys = c10::DispatchKeySet(c10::DispatchKey::PrivateUse1) |
+                    c10::DispatchKeySet(c10::DispatchKey::ZeroTensor);
+  return at::detail::empty_generic(size, &allocator, keys,
+                                   dtype.value_or(c10::get_default_dtype_as_scalartype()), std::nullopt);
+}
+
 void record_stream(at::Tensor& self, c10::Stream stream) {
   TORCH_CHECK(stream.device_type() == c10::DeviceType::PrivateUse1,
               "flagos: record_stream expects a flagos stream, got a stream of ", stream.device());
@@ -202,6 +218,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("_copy_from", TORCH_FN(copy_from));
   m.impl("_copy_from_and_resize", TORCH_FN(copy_from_and_resize));
   m.impl("record_stream", TORCH_FN(record_stream));
+  m.impl("_efficientzerotensor", TORCH_FN(efficient_zero_tensor));
 }
 
 }  // namespace torch_fl
