@@ -58,6 +58,7 @@ FUNCTIONS = {
     "max.dim": lambda x, dim, keepdim=False: torch.max(x, dim, keepdim),
     "t": lambda x: x.t(),
     "clone": lambda x, *, memory_format=None: torch.clone(x, memory_format=memory_format),
+    "ones_like": lambda x, **kw: torch.ones_like(x, **kw),
     "neg": boom,
     "softmax.int": boom,
     "linear": boom,
@@ -154,6 +155,19 @@ def test_written_view_not_contiguous_takes_the_vendor_kernel():
     torch.testing.assert_close(x.cpu(), expected)
     assert len(seen["fill_.Scalar"]) == n + 1
     assert routing.stats()["fill_.Scalar"] == {"cpu": 1, "flagos": 1}, routing.stats()
+
+@check
+def test_results_asked_on_another_device_take_the_vendor_kernel():
+    x = torch.zeros(3, 2, device=dev)
+    n = len(seen.get("ones_like", []))
+    routing.reset_stats()
+    r = torch.ones_like(x, device="cpu")
+    assert r.device.type == "cpu" and r.tolist() == [[1.0, 1.0]] * 3
+    assert len(seen.get("ones_like", [])) == n
+    assert routing.stats()["ones_like"] == {"cpu": 1}, routing.stats()
+    r = torch.ones_like(x)
+    assert r.device.type == "flagos" and len(seen["ones_like"]) == n + 1
+    assert routing.stats()["ones_like"] == {"cpu": 1, "flagos": 1}, routing.stats()
 
 @check
 def test_multi_output():
@@ -274,6 +288,7 @@ STANDIN_CHECKS = [
     "test_out_variant_right_size",
     "test_out_variant_wrong_size",
     "test_written_view_not_contiguous_takes_the_vendor_kernel",
+    "test_results_asked_on_another_device_take_the_vendor_kernel",
     "test_multi_output",
     "test_view_result_shares_storage",
     "test_failing_function_falls_back_with_one_warning",

@@ -193,14 +193,13 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
     }
   }
 
-  // FlagGems kernels make flagos results; an op asked for results on
-  // another device takes the vendor's kernel.
-  if (keep_results) invoke = &invoke_native;
-  if (invoke != &invoke_native && writes_non_contiguous(mutated)) {
-    // FlagGems' in-place and out= kernels (fill_, zero_, ...) index the
-    // written tensor as a flat array from its data pointer: on a strided
-    // view they would write other elements. The vendor's kernel serves
-    // such a call, and the counters say so.
+  // The vendor's kernel serves two kinds of call routed to FlagGems, and
+  // the counters say so: an op asked for results on another device
+  // (FlagGems kernels make flagos results), and an in-place or out= call
+  // whose written tensor is a strided view (FlagGems' fill_, zero_, ...
+  // index it as a flat array from its data pointer and would write other
+  // elements).
+  if (invoke != &invoke_native && (keep_results || writes_non_contiguous(mutated))) {
     invoke = &invoke_native;
     plan.calls[plan.backend].fetch_sub(1, std::memory_order_relaxed);
     plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
