@@ -443,7 +443,7 @@ def main() -> int:
         for p in procs:
             p.start()
         for p in procs:
-            p.join(timeout=max(1.0, args.budget + 180 - (time.time() - start)))
+            p.join(timeout=max(1.0, args.budget + 60 - (time.time() - start)))
             if p.is_alive():
                 print(f"{p.name} did not finish in time; its remaining OpInfos count as not run")
                 p.kill()
