@@ -198,3 +198,17 @@ def test_sparse_layout_rejected(dev):
     with pytest.raises((RuntimeError, NotImplementedError, TypeError)):
         torch.empty(3, 3, layout=torch.sparse_coo, device=dev)
     assert_flagos_close(torch.ones(2, device=dev), torch.ones(2))
+
+
+@pytest.mark.anyplatform
+def test_mode_with_out_tensors(dev):
+    """mode.values is a composite that names the devices it accepts; routed,
+    it runs on the vendor's device and fills the flagos out tensors."""
+    x = torch.randint(0, 3, (4, 7), generator=torch.Generator().manual_seed(0)).float()
+    values = torch.empty(4, device=dev)
+    indices = torch.empty(4, dtype=torch.long, device=dev)
+    r = torch.mode(x.to(dev), 1, out=(values, indices))
+    assert r.values is values and r.indices is indices
+    torch.testing.assert_close(values.cpu(), torch.mode(x, 1).values)
+    # Which of the equal elements an index names differs between CPU and CUDA.
+    torch.testing.assert_close(x.gather(1, indices.cpu()[:, None])[:, 0], values.cpu())
