@@ -30,6 +30,15 @@ def _ints(*shape, high=100, dtype=torch.int32, seed=0):
     return torch.randint(0, high, shape, generator=_g(seed), dtype=dtype)
 
 
+def _max_pool2d_backward(grad, x):
+    """aten::max_pool2d_backward on flagos; elsewhere (no CPU or CUDA kernel
+    of that name) the same gradient through max_pool2d's autograd."""
+    if x.device.type == "flagos":
+        return torch.ops.aten.max_pool2d_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False)
+    x = x.detach().requires_grad_()
+    return torch.autograd.grad(F.max_pool2d(x, 2), x, grad)[0]
+
+
 CASES = {
     # Integer dtypes, which the sweep's float loop never gives.
     "bitwise_and.Tensor": (torch.bitwise_and, lambda d: (_ints(64), (_ints(64, seed=1),), {}), INT),
@@ -87,6 +96,50 @@ CASES = {
                         lambda d: (_x(6, 5, dtype=d), (_x(6, 5, seed=2) > 0, _x(30, dtype=d, seed=1)), {}), False),
     "where.self_out": (lambda c, a, b: torch.where(c, a, b, out=torch.empty_like(a)),
                        lambda d: (_x(6, 5, seed=2) > 0, (_x(6, 5, dtype=d), _x(6, 5, dtype=d, seed=1)), {}), False),
+    # By name, and the out= or in-place forms that no OpInfo calls.
+    "_assert_async": (torch._assert_async, lambda d: (torch.tensor(True), (), {}), INT),
+    "_functional_sym_constrain_range_for_size": (
+        lambda dep: torch.ops.aten._functional_sym_constrain_range_for_size(3, 0, 10, dep),
+        lambda d: (torch.empty(0), (), {}), INT),
+    "all.dims, any.dims": (lambda x: torch.stack([torch.all(x > -3, dim=(0, 1)), torch.any(x > 1, dim=(0, 1))]),
+                           lambda d: (_x(4, 5, 6, dtype=d), (), {}), False),
+    "div.Scalar_mode, div_.Scalar_mode": (
+        lambda x: torch.stack([torch.ops.aten.div.Scalar_mode(x, 3, rounding_mode="floor"),
+                               torch.ops.aten.div_.Scalar_mode(x.clone(), 3, rounding_mode="trunc")]),
+        lambda d: (_x(64, dtype=d) * 10, (), {}), False),
+    "floor_divide.Scalar, floor_divide_.Scalar, remainder_.Scalar": (
+        lambda x: torch.stack([torch.ops.aten.floor_divide.Scalar(x, 3), torch.ops.aten.floor_divide_.Scalar(x.clone(), 3),
+                               torch.ops.aten.remainder_.Scalar(x.clone(), 3)]),
+        lambda d: (_x(64, dtype=d) * 10, (), {}), False),
+    "fill.Scalar_out, fill.Tensor_out, zero.out, sum.out": (
+        lambda x: (torch.ops.aten.fill.Scalar_out(x, 2.5, out=torch.empty_like(x)),
+                   torch.ops.aten.fill.Tensor_out(x, torch.full((), 1.5, dtype=x.dtype, device=x.device),
+                                                  out=torch.empty_like(x)),
+                   torch.ops.aten.zero.out(x, out=torch.empty_like(x)),
+                   torch.ops.aten.sum.out(x, out=torch.empty((), dtype=x.dtype, device=x.device))),
+        lambda d: (_x(8, 9, dtype=d), (), {}), False),
+    "gelu_, relu_, hardswish_": (
+        lambda x: (torch.ops.aten.gelu_(x.clone()), torch.ops.aten.relu_(x.clone()),
+                   torch.ops.aten.hardswish_(x.clone())), lambda d: (_x(8, 9, dtype=d), (), {}), False),
+    "lerp.Tensor": (torch.lerp, lambda d: (_x(8, 9, dtype=d), (_x(8, 9, dtype=d, seed=1), _x(8, 9, dtype=d, seed=2)), {}),
+                    True),
+    "max_pool2d_backward": (_max_pool2d_backward,
+                            lambda d: (_x(2, 3, 4, 4, dtype=d, seed=1), (_x(2, 3, 8, 8, dtype=d),), {}), False),
+    "pixel_unshuffle.out": (lambda x: torch.ops.aten.pixel_unshuffle.out(x, 2, out=x.new_empty(1, 12, 3, 4)),
+                            lambda d: (_x(1, 3, 6, 8, dtype=d), (), {}), False),
+    "reflection_pad1d.out, replication_pad1d.out": (
+        lambda x: (torch.ops.aten.reflection_pad1d.out(x, [2, 3], out=x.new_empty(2, 3, 12)),
+                   torch.ops.aten.replication_pad1d.out(x, [2, 3], out=x.new_empty(2, 3, 12))),
+        lambda d: (_x(2, 3, 7, dtype=d), (), {}), False),
+    "reflection_pad2d, reflection_pad2d.out": (
+        lambda x: (torch.ops.aten.reflection_pad2d(x, [1, 2, 2, 1]),
+                   torch.ops.aten.reflection_pad2d.out(x, [1, 2, 2, 1], out=x.new_empty(2, 3, 9, 10))),
+        lambda d: (_x(2, 3, 6, 7, dtype=d), (), {}), True),
+    "replication_pad3d": (lambda x: torch.ops.aten.replication_pad3d(x, [1, 1, 2, 0, 0, 1]),
+                          lambda d: (_x(1, 2, 3, 4, 5, dtype=d), (), {}), True),
+    "_grouped_mm": (lambda a, b, offs: torch._grouped_mm(a, b.transpose(-2, -1), offs),
+                    lambda d: (_x(64, 32, dtype=d), (_x(4, 48, 32, dtype=d, seed=1),
+                                                     torch.tensor([16, 32, 48, 64], dtype=torch.int32)), {}), False),
     # Differentiable: the forward and the FlagGems backward ops.
     "_upsample_bicubic2d_aa": (lambda x: F.interpolate(x, scale_factor=0.5, mode="bicubic", antialias=True),
                                lambda d: (_x(1, 2, 12, 12, dtype=d), (), {}), True),
