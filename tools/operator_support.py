@@ -106,6 +106,27 @@ def _compare(out, ref, dtype, tolerances=None):
             _compare(o, r, dtype, tolerances)
 
 
+REHEARSAL = "FLAGOS_SWEEP_REHEARSAL"
+
+
+def _reached(routing):
+    """The FlagGems-routed ops the last sample ran; in a rehearsal (host
+    vendor, every FlagGems op claimed but run on the CPU) every op it ran."""
+    rehearsal = os.environ.get(REHEARSAL) == "1"
+    return sorted(n for n, per in routing.stats().items() if rehearsal or "flagos" in per)
+
+
+def _claim_like_the_gpu():
+    """Claims every op FlagGems would serve on an NVIDIA GPU (worked out
+    without one), so the host vendor dispatches them as the cuda vendor does."""
+    import torch_fl
+    from torch_fl import flaggems
+
+    names = [n for n, _ in flaggems.capture_config() if n not in flaggems._NEVER_ROUTED]
+    refused = dict(torch_fl._C._claim_ops(names))
+    return sorted(n for n in names if n not in refused)
+
+
 def _mark_leaves(obj, leaves):
     """Makes every floating tensor in ``obj`` (fresh detached copies) require
     grad, in a fixed walk order, so both devices get the same leaf list."""
@@ -256,7 +277,7 @@ def _run_sample(op, sample, dtype, variant="functional"):
             out = _call_variant(op, sample, "flagos", variant, ref)
         torch.flagos.synchronize()
     finally:
-        reached = sorted(name for name, per in routing.stats().items() if "flagos" in per)
+        reached = _reached(routing)
     try:
         _compare(out, ref, dtype)
         if backward:
@@ -320,7 +341,7 @@ def _random_op_records(routing):
                 status, detail = "fail", _one_line(e)[:300]
             except Exception as e:
                 status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
-            reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
+            reached = _reached(routing)
             yield {"opinfo": f"random: {label}", "dtype": dtype, "sample": 0, "variant": "property",
                    "status": status, "detail": detail, "reached": reached,
                    "culprits": [o for o in reached if _is_random(o)] or reached, "grads": False}
@@ -334,7 +355,7 @@ def _check_sample(op, sample, dtype, variant, routing):
         status, detail, reached, grads = _run_sample(op, sample, dtype, variant)
     except Exception as e:  # flagos raised
         status, detail = "error", f"{type(e).__name__}: {_one_line(e)[:250]}"
-        reached = sorted(n for n, per in routing.stats().items() if "flagos" in per)
+        reached = _reached(routing)
     culprits = reached
     if status != "pass" and len(reached) > 1:
         culprits = []
@@ -360,6 +381,8 @@ def worker(shard, budget, log_path):
     from torch_fl import routing
     from torch.testing._internal.common_methods_invocations import op_db
 
+    if os.environ.get(REHEARSAL) == "1":
+        _claim_like_the_gpu()
     deadline = time.time() + budget
     ops = {o.name + ("." + o.variant_test_name if o.variant_test_name else ""): o for o in op_db}
     log = open(log_path, "a", buffering=1)  # a line per record: a killed worker keeps its results
@@ -415,6 +438,10 @@ def main() -> int:
     parser.add_argument("--static", action="store_true",
                         help="no GPU: list what torch_fl routes to FlagGems and what it keeps native, "
                              "with the GPU columns 'not run' (needs GEMS_VENDOR=nvidia, FLAGGEMS_DB_URL)")
+    parser.add_argument("--rehearse", action="store_true",
+                        help="no GPU: run the sweep on the host vendor against the CPU with every FlagGems op "
+                             "claimed, and list the ops no sample reaches (needs FlagGems, GEMS_VENDOR=nvidia, "
+                             "FLAGGEMS_DB_URL)")
     parser.add_argument("--from-json", default=None, metavar="PATH",
                         help="re-render the table and conf from a JSON this script wrote on the GPU machine")
     args = parser.parse_args()
@@ -422,6 +449,8 @@ def main() -> int:
         return render_from_json(args)
     if args.static:
         args.report_only = True
+    if args.rehearse:
+        os.environ.update({"FLAGOS_VENDOR": "host", "FLAGOS_SWEEP_REFERENCE": "cpu", REHEARSAL: "1"})
     logs = Path(args.out).with_suffix("")
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -451,6 +480,8 @@ def main() -> int:
     if args.static:
         records, hung = [], []
     elapsed = time.time() - start
+    if args.rehearse:
+        return report_rehearsal(args, records)
 
     import torch_fl
     from torch_fl import flaggems, routing
@@ -489,6 +520,18 @@ def main() -> int:
 
     routes = {op: ("flagos" if args.static else routing.route_of(op)) for op in served}
     write_reports(args, summary, table, served, routes)
+    return 0
+
+
+def report_rehearsal(args, records) -> int:
+    """The served ops that no sample of a rehearsal reached: they need a
+    hand-written sample (tools/handwritten_op_cases.py) before the GPU run."""
+    served = _claim_like_the_gpu()
+    reached = {op for r in records for op in r.get("reached", ())}
+    unreached = [op for op in served if op not in reached]
+    Path(args.out).write_text(json.dumps({"served": len(served), "unreached": unreached}, indent=1))
+    print(f"{len(served) - len(unreached)} of {len(served)} ops FlagGems serves were reached; "
+          f"not reached: {' '.join(unreached) or 'none'}")
     return 0
 
 
