@@ -16,11 +16,19 @@ pytestmark = pytest.mark.anyplatform
 TOOL = os.path.join(REPO_ROOT, "tools", "operator_support.py")
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("operator_support", TOOL)
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _tool():
+    return _load("operator_support", TOOL)
+
+
+def _sample_checks():
+    return _load("sweep_sample", os.path.join(REPO_ROOT, "tools", "sweep_sample.py"))
 
 
 def _record(opinfo, dtype, status, reached, culprits=(), detail=""):
@@ -75,7 +83,7 @@ def test_report_from_json(tmp_path):
 
 
 def test_random_words_inside_op_names():
-    tool = _tool()
+    tool = _sample_checks()
     assert tool._is_random("native_dropout") and tool._is_random("new_empty.default")
     assert tool._is_random("bernoulli_.float") and tool._is_random("_fused_dropout")
     assert not tool._is_random("native_layer_norm") and not tool._is_random("add.Tensor")
@@ -110,7 +118,7 @@ def _sample(x):
 
 
 def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkeypatch):
-    tool = _tool()
+    tool = _sample_checks()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
     x = torch.randn(4, 3)
     status, detail, _, grads = tool._run_sample(_StandInOp(_Doubling.apply), _sample(x), "float32")
@@ -129,7 +137,7 @@ def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkey
 
 
 def test_inplace_and_out_forms_are_checked(monkeypatch):
-    tool = _tool()
+    tool = _sample_checks()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
     from torch.testing._internal.common_methods_invocations import op_db
 
@@ -190,7 +198,7 @@ def test_handwritten_cases_run_and_agree_with_the_cpu(monkeypatch):
     """Keeps tools/handwritten_op_cases.py well-formed: on the host vendor
     against the CPU every case passes, or is one the CPU has no kernel for
     (on the reference side, or on flagos, whose host kernels are the CPU's)."""
-    tool = _tool()
+    tool = _sample_checks()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
     from torch_fl import routing
 
