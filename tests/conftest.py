@@ -105,13 +105,12 @@ def run_clean(name: str, device: str, timeout=600):
     """The result of tests/clean_reference.py's `name` on `device`, computed in
     a fresh interpreter that never imports torch_fl (see that file for why)."""
     import json
-    env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tests", "clean_reference.py"), name, device],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 0, f"clean reference {name} on {device} failed:\n{proc.stderr[-3000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    from torch_fl import _clean_process
+
+    out = _clean_process.run(os.path.join(REPO_ROOT, "tests", "clean_reference.py"), [name, device],
+                             f"clean reference {name} on {device}", timeout)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture

@@ -41,13 +41,18 @@ from sweep_sample import (  # noqa: E402
 
 def _claim_like_the_gpu():
     """Claims every op FlagGems would serve on an NVIDIA GPU (worked out
-    without one), so the host vendor dispatches them as the cuda vendor does."""
+    without one, as setup() would install it there), so the host vendor
+    dispatches them as the cuda vendor does. Returns (served ops, excluded
+    op -> why, size of FlagGems' config)."""
     import torch_fl
     from torch_fl import flaggems
 
-    names = [n for n, _ in flaggems.capture_config() if n not in flaggems._NEVER_ROUTED]
+    items = flaggems.capture_config()
+    names = [n for n, _ in items if n not in flaggems._NEVER_ROUTED]
     refused = dict(torch_fl._C._claim_ops(names))
-    return sorted(n for n in names if n not in refused)
+    captured = dict(items)
+    excluded = {**{n: why for n, why in flaggems._NEVER_ROUTED.items() if n in captured}, **refused}
+    return sorted(n for n in names if n not in refused), excluded, len(items)
 
 
 def worker(shard, budget, log_path):
@@ -166,14 +171,7 @@ def main() -> int:
     from torch_fl import flaggems, routing
 
     if args.static:
-        # What setup() would install on a GPU machine, worked out here.
-        items = flaggems.capture_config()
-        names_fg = [n for n, _ in items if n not in flaggems._NEVER_ROUTED]
-        refused = dict(torch_fl._C._claim_ops(names_fg))
-        captured = dict(items)
-        excluded = {**{n: why for n, why in flaggems._NEVER_ROUTED.items() if n in captured}, **refused}
-        served = sorted(n for n in names_fg if n not in refused)
-        config_size = len(items)
+        served, excluded, config_size = _claim_like_the_gpu()
     else:
         served, excluded, config_size = flaggems.available_ops(), flaggems.excluded_ops(), flaggems.config_size()
     table = tabulate(served, records)
@@ -205,7 +203,7 @@ def main() -> int:
 def report_rehearsal(args, records) -> int:
     """The served ops that no sample of a rehearsal reached: they need a
     hand-written sample (tools/handwritten_op_cases.py) before the GPU run."""
-    served = _claim_like_the_gpu()
+    served = _claim_like_the_gpu()[0]
     reached = {op for r in records for op in r.get("reached", ())}
     unreached = [op for op in served if op not in reached]
     Path(args.out).write_text(json.dumps({"served": len(served), "unreached": unreached}, indent=1))

@@ -36,10 +36,6 @@ def run(model, prompt):
     return tokens, logits
 
 
-def top2_margins(logits):
-    return [float(v[0, 0] - v[0, 1]) for v in (t.topk(2, dim=-1).values for t in logits)]
-
-
 def compare(tokens, logits, ref_tokens, ref_logits):
     same = sum(a == b for a, b in zip(tokens, ref_tokens))
     first_split = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b), None)
@@ -66,7 +62,7 @@ def sweep(run_once, compare_to_ref):
     routing.reset_stats()
     results = {"default": compare_to_ref(run_once())}
     used = sorted(op for op, per in routing.stats().items()
-                  if any(b in ("flagos", "flaggems", "flagos_python") for b in per))
+                  if any(b in routing._FLAGGEMS_BACKENDS for b in per))
     with routing.preset("native"):
         results["native"] = compare_to_ref(run_once())
         for op in used:
@@ -113,7 +109,7 @@ def main():
         found = {}
         for seed in range(1, args.seeds + 1):
             _, logits = run(ref, qwen3.random_tokens(1, 16, qwen3.vocab_size(base), seed=seed))
-            m = top2_margins(logits)
+            m = qwen3.top2_margins(logits)
             found[seed] = {"min_margin": min(m), "near_ties": sum(x < args.tie for x in m)}
             print(f"prompt seed {seed:>3}: min top-2 margin {min(m):.4f}, steps under {args.tie}: "
                   f"{found[seed]['near_ties']}", flush=True)
@@ -123,7 +119,7 @@ def main():
     prompt = qwen3.random_tokens(1, 16, qwen3.vocab_size(base), seed=1)
     ref_tokens, ref_logits = run(ref, prompt)
     del ref
-    margins = top2_margins(ref_logits)
+    margins = qwen3.top2_margins(ref_logits)
 
     model = qwen3.clone_to(base, "flagos", dtype)
     used, results = sweep(lambda: run(model, prompt), lambda got: compare(*got, ref_tokens, ref_logits))

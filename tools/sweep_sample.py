@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# random_op_checks and handwritten_op_cases sit beside this file.
+sys.path.insert(0, str(ROOT / "tools"))
 
 DTYPES = ("float32", "float16", "bfloat16")
 TOL = {"float32": (1.3e-6, 1e-4), "float16": (1e-3, 1e-3), "bfloat16": (0.016, 0.016)}
@@ -276,7 +278,6 @@ def _handwritten_records(routing):
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "tools"))
     import handwritten_op_cases as cases
 
     for label, (fn, make, differentiable) in cases.CASES.items():
@@ -292,7 +293,6 @@ def _random_op_records(routing):
     record counts for the FlagGems ops it reached, random ones included."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "tools"))
     import random_op_checks
 
     for label, check in random_op_checks.CHECKS.items():

@@ -20,12 +20,11 @@ torch.utils.generate_methods_for_privateuse1_backend(
 _VENDOR = _C._init()
 # Ops that PyTorch would run on flagos as composites (structured add.Tensor
 # -> add.out, ...) although the vendor has a direct kernel: route them, so
-# the native route calls that kernel at once.
-_C._claim_ops(_C._composite_ops_with_native_kernels())
-# Composites that refuse every device but CPU, CUDA and XPU by name
-# ("mode only supports CPU, CUDA and XPU device type"): routed, they run on
-# the vendor's device, where the same composite accepts the aliases.
-_C._claim_ops(["mode.values"])
+# the native route calls that kernel at once. Also composites that refuse
+# every device but CPU, CUDA and XPU by name ("mode only supports CPU, CUDA
+# and XPU device type"): routed, they run on the vendor's device, where the
+# same composite accepts the aliases.
+_C._claim_ops(_C._composite_ops_with_native_kernels() + ["mode.values"])
 
 from . import routing  # noqa: E402
 from . import flaggems as _flaggems  # noqa: E402

@@ -50,9 +50,10 @@ std::string short_op_name(const c10::OperatorName& name);
 // Bumped by every change of routing; plans re-resolve lazily.
 void invalidate_plans();
 
-// The backend an op name resolves to now (overrides, table, defaults).
 // The backend word of the live vendor's own kernels (cuda on CUDA, cpu on host).
 flagos_backend_t native_backend();
+
+// The backend an op name resolves to now (overrides, table, defaults).
 flagos_backend_t resolve_backend(const std::string& op_name, bool has_native_kernel);
 
 bool log_dispatch_enabled();

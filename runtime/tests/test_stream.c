@@ -26,30 +26,50 @@ static void slow_fill_fn(void *arg) {
   memset(f->src, 0x77, 4096);
 }
 
+/* 4 KiB of host source, host output and device memory. */
+typedef struct {
+  unsigned char *src, *out;
+  void *dev;
+} buffers_t;
+
+static buffers_t buffers_alloc(void) {
+  buffers_t b = {calloc(1, 4096), calloc(1, 4096), NULL};
+  CHECK_OK(flagos_malloc(&b.dev, 4096));
+  return b;
+}
+
+static void buffers_free(buffers_t *b) {
+  CHECK_OK(flagos_free(b->dev));
+  free(b->src);
+  free(b->out);
+}
+
+/* Queues on `s` a host function that fills `fill->src` after `fill->ms`,
+ * then the upload of src to `dev`: the upload must see the filled bytes. */
+static void queue_slow_upload(flagos_stream_t s, fill_t *fill, void *dev) {
+  CHECK_OK(flagos_launch_host_func(s, slow_fill_fn, fill));
+  CHECK_OK(flagos_memcpy_async(dev, fill->src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE, s));
+}
+
 /* A sync copy is ordered after work queued on the device's default stream:
  * with that stream busy it waits; with it idle it runs at once. */
 static void sync_copy_order(void) {
   flagos_stream_t d0;
   CHECK_OK(flagos_default_stream(0, &d0));
-  unsigned char *src = calloc(1, 4096), *out = calloc(1, 4096);
-  void *dev = NULL;
-  CHECK_OK(flagos_malloc(&dev, 4096));
-  fill_t fill = {src, 120};
+  buffers_t b = buffers_alloc();
+  fill_t fill = {b.src, 120};
   double t0 = now_ms();
-  CHECK_OK(flagos_launch_host_func(d0, slow_fill_fn, &fill));
-  CHECK_OK(flagos_memcpy_async(dev, src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE, d0));
-  CHECK_OK(flagos_memcpy(out, dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
+  queue_slow_upload(d0, &fill, b.dev);
+  CHECK_OK(flagos_memcpy(b.out, b.dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
   CHECK(now_ms() - t0 >= 110); /* waited for the queued fill and copy */
-  CHECK(out[0] == 0x77 && out[4095] == 0x77);
-  memset(src, 0x11, 4096);
+  CHECK(b.out[0] == 0x77 && b.out[4095] == 0x77);
+  memset(b.src, 0x11, 4096);
   t0 = now_ms();
-  CHECK_OK(flagos_memcpy(dev, src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE)); /* idle: inline */
-  CHECK_OK(flagos_memcpy(out, dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
+  CHECK_OK(flagos_memcpy(b.dev, b.src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE)); /* idle: inline */
+  CHECK_OK(flagos_memcpy(b.out, b.dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST));
   CHECK(now_ms() - t0 < 50);
-  CHECK(out[0] == 0x11 && out[4095] == 0x11);
-  CHECK_OK(flagos_free(dev));
-  free(src);
-  free(out);
+  CHECK(b.out[0] == 0x11 && b.out[4095] == 0x11);
+  buffers_free(&b);
 }
 
 static void handles(void) {
@@ -116,14 +136,12 @@ static void handles(void) {
 static void ordering(void) {
   flagos_stream_t s;
   CHECK_OK(flagos_stream_create(&s, 0));
-  unsigned char *src = calloc(1, 4096), *out = calloc(1, 4096);
-  void *dev = NULL;
-  CHECK_OK(flagos_malloc(&dev, 4096));
-  fill_t fill = {src, 150};
+  buffers_t buf = buffers_alloc();
+  unsigned char *out = buf.out;
+  fill_t fill = {buf.src, 150};
   double t0 = now_ms();
-  CHECK_OK(flagos_launch_host_func(s, slow_fill_fn, &fill));
-  CHECK_OK(flagos_memcpy_async(dev, src, 4096, FLAGOS_MEMCPY_HOST_TO_DEVICE, s));
-  CHECK_OK(flagos_memcpy_async(out, dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST, s));
+  queue_slow_upload(s, &fill, buf.dev);
+  CHECK_OK(flagos_memcpy_async(out, buf.dev, 4096, FLAGOS_MEMCPY_DEVICE_TO_HOST, s));
   double t1 = now_ms();
   CHECK(t1 - t0 < 100); /* the calls returned before the work ran */
   CHECK_EQ(flagos_stream_query(s), FLAGOS_ERROR_NOT_READY);
@@ -178,9 +196,7 @@ static void ordering(void) {
   CHECK_OK(flagos_event_destroy(e));
   CHECK_OK(flagos_stream_destroy(a));
   CHECK_OK(flagos_stream_destroy(b));
-  CHECK_OK(flagos_free(dev));
-  free(src);
-  free(out);
+  buffers_free(&buf);
 }
 
 int main(void) {

@@ -1,5 +1,5 @@
 """Helpers of the Qwen3 integration tests: options, the model cache, the
-routing modes and the comparisons. The model itself is built by
+routing modes (torch_fl.routing.preset) and the comparisons. The model itself is built by
 torch_fl.models.qwen3 (shared with examples/qwen3_demo.py and
 benchmarks/qwen3.py)."""
 import functools
@@ -15,7 +15,7 @@ pytest.importorskip("transformers", reason="the Qwen3 tests need transformers>=4
 from torch_fl.models import qwen3  # noqa: E402
 
 VENDOR = torch_fl.flagos.vendor()
-MODES = ["default", "native", "flaggems"]
+MODES = list(routing.PRESETS)
 
 
 def model_path(request):
@@ -41,11 +41,6 @@ def mode_skip_reason(mode: str):
         return (f"routing mode '{mode}' needs FlagGems ops to route, but FlagGems "
                 f"{torch_fl._flaggems.unavailable_reason()}")
     return None
-
-
-def routing_mode(mode: str):
-    """The routing preset ``mode`` (torch_fl.routing.preset says what each is)."""
-    return routing.preset(mode)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -31,9 +31,9 @@ import pytest
 import torch
 
 from conftest import requires_cuda
+from torch_fl import routing
 from qwen3_common import (
     MODES, VENDOR, cpu_model, mode_skip_reason, model_path, qwen3, report_tokens_per_second,
-    routing_mode,
 )
 
 NEW_TOKENS = 32
@@ -99,7 +99,7 @@ def test_qwen3_0_6b_greedy_matches_torch_cuda(mode, dtype, dev, request):
     tokens_ref, logits_ref = _generate(ref_model, prompt, f"0.6b {dtype} torch cuda")
     del ref_model
     model = qwen3.clone_to(base, dev, dtype)
-    with routing_mode(mode):
+    with routing.preset(mode):
         _generate(model, prompt, f"0.6b {dtype} flagos {mode} (first call)")
         tokens, logits = _generate(model, prompt, f"0.6b {dtype} flagos {mode}")
     del model
@@ -109,7 +109,7 @@ def test_qwen3_0_6b_greedy_matches_torch_cuda(mode, dtype, dev, request):
         assert tokens == tokens_ref
         torch.testing.assert_close(first, first_ref, rtol=1e-3, atol=1e-3)
     else:
-        margins = [float(v[0, 0] - v[0, 1]) for v in (t.topk(2, dim=-1).values for t in logits_ref)]
+        margins = qwen3.top2_margins(logits_ref)
         assert min(margins) >= TIE_MARGIN, (
             f"the torch CUDA reference ties at step {margins.index(min(margins))} (top-2 margin "
             f"{min(margins):.4f}): pick another PROMPT_SEED with tools/qwen3_op_drift.py --target margins")

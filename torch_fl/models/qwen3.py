@@ -15,7 +15,6 @@ import copy
 import inspect
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -176,6 +175,13 @@ def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32
     return toks[0].tolist(), toks, steps
 
 
+def top2_margins(step_logits: List[torch.Tensor]) -> List[float]:
+    """Per greedy step (logits as greedy_generate returns them), how far the
+    chosen token's logit of row 0 is ahead of the runner-up: near 0 the
+    choice is a tie that any other summation order may flip."""
+    return [float(v[0, 0] - v[0, 1]) for v in (t.topk(2, dim=-1).values for t in step_logits)]
+
+
 def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross entropy of ``tokens`` ([batch, seq])."""
     return model(input_ids=tokens, labels=tokens).loss
@@ -233,12 +239,9 @@ def timed_train(model, batches: List[torch.Tensor], **options):
 
 # ------------------------------------------------- training in a clean process
 #
-# Once a PrivateUse1 backend is registered (import torch_fl does it), PyTorch
-# takes it as the process's one accelerator, and the autograd engine trips
-# its internal assert `opt_ready_stream && opt_parent_stream` on any backward
-# over CUDA tensors (pytorch/pytorch#161129). A CUDA training reference
-# therefore runs in a fresh interpreter that never imports torch_fl: this
-# file run as a script imports torch and transformers only.
+# A CUDA training reference runs in a fresh interpreter that never imports
+# torch_fl (torch_fl/_clean_process.py says why): this file run as a script
+# imports torch and transformers only.
 
 def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
                            model_path: Optional[str] = None, batch: int = 2, length: int = 256,
@@ -259,12 +262,9 @@ def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.pt")
         with open(spec_path, "w") as f:
             json.dump(spec, f)
-        env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), spec_path, out_path],
-                              env=env, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"Qwen3 reference training on {device} failed (exit {proc.returncode}):\n"
-                               f"{proc.stderr[-3000:]}")
+        from torch_fl import _clean_process
+
+        _clean_process.run(__file__, [spec_path, out_path], f"Qwen3 reference training on {device}", timeout)
         return torch.load(out_path, weights_only=True)
 
 
