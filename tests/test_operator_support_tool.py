@@ -210,17 +210,33 @@ def test_handwritten_cases_run_and_agree_with_the_cpu(monkeypatch):
     assert sum(r["grads"] for r in records) >= 8 * 3  # the differentiable cases compared gradients
 
 
+def _flaggems_env(tmp_path):
+    missing = [m for m in ("flag_gems", "triton", "sqlalchemy") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} importable (pip install flag-gems==5.0.2 --no-deps sqlalchemy triton)")
+    env = dict(os.environ, GEMS_VENDOR="nvidia", FLAGGEMS_DB_URL=f"sqlite:///{tmp_path}/flaggems.db",
+               PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("FLAGOS_VENDOR", None)
+    return env
+
+
+def test_static_listing_runs_without_a_gpu(tmp_path):
+    env = _flaggems_env(tmp_path)
+    md = tmp_path / "ops.md"
+    proc = subprocess.run([sys.executable, TOOL, "--static", "--out", str(tmp_path / "s.json"), "--md", str(md)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Static listing made without a GPU" in md.read_text()
+    assert "| `add.Tensor` | flagos | not run | not run | not run |" in md.read_text()
+
+
 @pytest.mark.slow
 def test_rehearsal_reaches_every_op_flaggems_serves_but_the_cuda_only_ones(tmp_path):
     """tools/operator_support.py --rehearse on this CPU machine: every op
     FlagGems would serve on an NVIDIA GPU gets a sample, except those whose
     only reference is CUDA's or that the packaged table holds on CUDA."""
-    missing = [m for m in ("flag_gems", "triton", "sqlalchemy") if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} importable (pip install flag-gems==5.0.2 --no-deps sqlalchemy triton)")
+    env = _flaggems_env(tmp_path)
     out = tmp_path / "rehearsal.json"
-    env = dict(os.environ, GEMS_VENDOR="nvidia", FLAGGEMS_DB_URL=f"sqlite:///{tmp_path}/flaggems.db",
-               PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, TOOL, "--rehearse", "--out", str(out), "--workers", "2",
                            "--budget", "300"], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

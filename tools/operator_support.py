@@ -138,7 +138,8 @@ def main() -> int:
     logs = Path(args.out).with_suffix("")
     logs.mkdir(parents=True, exist_ok=True)
 
-    os.environ.setdefault("FLAGOS_VENDOR", "cuda")
+    # The static listing needs no GPU: the host vendor serves it.
+    os.environ.setdefault("FLAGOS_VENDOR", "host" if args.static else "cuda")
     # Which ops FlagGems serves: ask in a child so this process stays CUDA-free for spawn.
     ctx = mp.get_context("spawn")
     from torch.testing._internal.common_methods_invocations import op_db
