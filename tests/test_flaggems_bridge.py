@@ -59,6 +59,10 @@ FUNCTIONS = {
     "t": lambda x: x.t(),
     "clone": lambda x, *, memory_format=None: torch.clone(x, memory_format=memory_format),
     "ones_like": lambda x, **kw: torch.ones_like(x, **kw),
+    "div_.Tensor": lambda a, b: torch.ops.aten.div_.Tensor(a, b),
+    # As FlagGems' scatter_add_ (float32, non-last dim): the result in a new tensor.
+    "scatter_add_": lambda x, dim, index, src: x.clone().scatter_add_(dim, index, src),
+    "abs.out": lambda x, *, out: torch.abs(x),
     "neg": boom,
     "softmax.int": boom,
     "linear": boom,
@@ -168,6 +172,47 @@ def test_results_asked_on_another_device_take_the_vendor_kernel():
     r = torch.ones_like(x)
     assert r.device.type == "flagos" and len(seen["ones_like"]) == n + 1
     assert routing.stats()["ones_like"] == {"cpu": 1, "flagos": 1}, routing.stats()
+
+@check
+def test_complex_tensors_take_the_vendor_kernel():
+    a = torch.tensor([1 + 2j, 3 - 1j])
+    b = torch.tensor([2 + 0j, 1 + 1j])
+    x = a.to(dev)
+    n = len(seen.get("div_.Tensor", []))
+    routing.reset_stats()
+    x.div_(b.to(dev))
+    torch.testing.assert_close(x.cpu(), a / b)
+    assert len(seen.get("div_.Tensor", [])) == n
+    assert routing.stats()["div_.Tensor"] == {"cpu": 1}, routing.stats()
+    y = torch.tensor([4.0, 9.0], device=dev)
+    y.div_(torch.tensor([2.0, 3.0], device=dev))
+    assert y.cpu().tolist() == [2.0, 3.0] and len(seen["div_.Tensor"]) == n + 1
+    assert routing.stats()["div_.Tensor"] == {"cpu": 1, "flagos": 1}, routing.stats()
+
+@check
+def test_inplace_function_returning_a_new_tensor_still_writes_self():
+    x = torch.zeros(3, 4)
+    index = torch.tensor([[0, 1, 2, 0], [2, 2, 1, 0]])
+    src = torch.arange(8.0).reshape(2, 4)
+    on_dev = x.to(dev)
+    n = len(seen.get("scatter_add_", []))
+    r = on_dev.scatter_add_(0, index.to(dev), src.to(dev))
+    assert len(seen["scatter_add_"]) == n + 1
+    expected = x.scatter_add_(0, index, src)
+    torch.testing.assert_close(on_dev.cpu(), expected)
+    assert r is on_dev
+
+@check
+def test_out_function_returning_a_new_tensor_still_writes_out():
+    x = torch.tensor([[-1.0, 2.0], [3.0, -4.0]])
+    out = torch.empty(2, 2, device=dev)
+    n = len(seen.get("abs.out", []))
+    r = torch.abs(x.to(dev), out=out)
+    assert len(seen["abs.out"]) == n + 1 and r is out
+    torch.testing.assert_close(out.cpu(), x.abs())
+    small = torch.empty(0, device=dev)  # resized, as ATen's out= kernels do
+    torch.abs(x.to(dev), out=small)
+    torch.testing.assert_close(small.cpu(), x.abs())
 
 @check
 def test_multi_output():
@@ -289,6 +334,9 @@ STANDIN_CHECKS = [
     "test_out_variant_wrong_size",
     "test_written_view_not_contiguous_takes_the_vendor_kernel",
     "test_results_asked_on_another_device_take_the_vendor_kernel",
+    "test_complex_tensors_take_the_vendor_kernel",
+    "test_inplace_function_returning_a_new_tensor_still_writes_self",
+    "test_out_function_returning_a_new_tensor_still_writes_out",
     "test_multi_output",
     "test_view_result_shares_storage",
     "test_failing_function_falls_back_with_one_warning",

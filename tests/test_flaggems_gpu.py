@@ -113,6 +113,12 @@ LAYOUT_CASES = {
     # slice_backward with a transposed gradient (Qwen3's rotate_half backward
     # hands it a strided one).
     "slice_backward transposed grad": lambda x: torch.ops.aten.slice_backward(x.t(), [30, 16], 0, 3, 27, 1),
+    # FlagGems' float32 scatter_add_ along a non-last dim leaves its result in
+    # a permuted copy (the bridge copies it into self).
+    "scatter_add_ dim 0": lambda x: torch.zeros_like(x).scatter_add_(
+        0, (x.abs() * 5).long() % x.shape[0], x),
+    # Complex tensors take the vendor's kernels (Triton has no complex type).
+    "div_ complex": lambda x: torch.complex(x, x.flip(0)).div_(torch.complex(x.exp(), x.cos())),
 }
 
 

@@ -1,4 +1,5 @@
 """The report side of tools/operator_support.py (the sweep itself needs a GPU)."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import torch_fl  # noqa: F401  (the flagos device)
+from torch_fl import routing
 from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.anyplatform
@@ -89,13 +91,26 @@ def test_random_words_inside_op_names():
     assert not tool._is_random("native_layer_norm") and not tool._is_random("add.Tensor")
 
 
+_ON_NATIVE_PRESET = []
+
+
+@contextlib.contextmanager
+def _native_preset_seen(name):
+    _ON_NATIVE_PRESET.append(name == "native")
+    try:
+        yield
+    finally:
+        _ON_NATIVE_PRESET.pop()
+
+
 class _Doubling(torch.autograd.Function):
-    """The identity, whose backward doubles the gradient on flagos only: a
-    stand-in for a FlagGems *_backward kernel that is wrong."""
+    """The identity, whose backward doubles the gradient on flagos unless the
+    vendor's kernels serve it (routing.preset("native")): a stand-in for a
+    FlagGems *_backward kernel that is wrong."""
 
     @staticmethod
     def forward(ctx, x):
-        ctx.wrong = x.device.type == "flagos"
+        ctx.wrong = x.device.type == "flagos" and not any(_ON_NATIVE_PRESET)
         return x.clone()
 
     @staticmethod
@@ -120,6 +135,7 @@ def _sample(x):
 def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkeypatch):
     tool = _sample_checks()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
+    monkeypatch.setattr(routing, "preset", _native_preset_seen)
     x = torch.randn(4, 3)
     status, detail, _, grads = tool._run_sample(_StandInOp(_Doubling.apply), _sample(x), "float32")
     assert status == "fail" and detail.startswith("gradient of input 0") and grads, detail

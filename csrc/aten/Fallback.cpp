@@ -143,6 +143,7 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
   NativeScope scope(find_device(plan, *stack, begin));
   c10::SmallVector<MutatedArg, 2> mutated;
   bool keep_results = false;
+  bool complex_tensors = false;
 
   for (size_t i = 0; i < num_args; ++i) {
     c10::IValue& v = (*stack)[begin + i];
@@ -150,6 +151,7 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
     if (v.isTensor()) {
       const at::Tensor& t = v.toTensor();
       if (!is_flagos(t)) continue;
+      complex_tensors |= t.is_complex();
       at::Tensor alias = scope.alias(t);
       if (writes) mutated.push_back({t, alias});
       v = std::move(alias);
@@ -162,6 +164,7 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
           aliased.push_back(t);
           continue;
         }
+        complex_tensors |= t.is_complex();
         at::Tensor alias = scope.alias(t);
         if (writes) mutated.push_back({t, alias});
         aliased.push_back(std::move(alias));
@@ -193,13 +196,14 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
     }
   }
 
-  // The vendor's kernel serves two kinds of call routed to FlagGems, and
+  // The vendor's kernel serves three kinds of call routed to FlagGems, and
   // the counters say so: an op asked for results on another device
-  // (FlagGems kernels make flagos results), and an in-place or out= call
-  // whose written tensor is a strided view (FlagGems' fill_, zero_, ...
-  // index it as a flat array from its data pointer and would write other
-  // elements).
-  if (invoke != &invoke_native && (keep_results || writes_non_contiguous(mutated))) {
+  // (FlagGems kernels make flagos results); an in-place or out= call whose
+  // written tensor is a strided view (FlagGems' fill_, zero_, ... index it
+  // as a flat array from its data pointer and would write other elements);
+  // and a call on complex tensors (Triton has no complex type: FlagGems'
+  // div_ and index_add_ read them as reals and give wrong values).
+  if (invoke != &invoke_native && (keep_results || complex_tensors || writes_non_contiguous(mutated))) {
     invoke = &invoke_native;
     plan.calls[plan.backend].fetch_sub(1, std::memory_order_relaxed);
     plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);

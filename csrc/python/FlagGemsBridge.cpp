@@ -5,6 +5,7 @@
 // by name, trailing defaults left out), calls the function and pushes its
 // results back.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/Resize.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
@@ -108,6 +109,47 @@ void push_results(const c10::FunctionSchema& schema, torch::jit::Stack* stack, c
   }
 }
 
+// The index of the argument a return of the schema aliases and writes
+// (`Tensor(a!)`, of in-place and out= ops), or -1.
+int written_argument(const c10::FunctionSchema& schema, size_t ret) {
+  const auto* info = schema.returns()[ret].alias_info();
+  if (!info || !info->isWrite()) return -1;
+  for (size_t i = 0; i < schema.arguments().size(); ++i) {
+    const auto* arg_info = schema.arguments()[i].alias_info();
+    if (arg_info && arg_info->isWrite() && arg_info->beforeSets() == info->beforeSets()) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+// An in-place or out= function must leave its result in the written
+// argument. Some FlagGems functions return a new tensor instead on some
+// paths (scatter_add_ on float32 along a non-last dim computes in a
+// permuted copy), which would drop the result: copy it in.
+void keep_results_in_written_arguments(const c10::FunctionSchema& schema, const std::vector<c10::IValue>& args,
+                                       torch::jit::Stack* stack) {
+  const size_t num_returns = schema.returns().size();
+  const size_t begin = stack->size() - num_returns;
+  for (size_t r = 0; r < num_returns; ++r) {
+    const int arg = written_argument(schema, r);
+    c10::IValue& result = (*stack)[begin + r];
+    if (arg < 0 || !args[arg].isTensor() || !result.isTensor()) continue;
+    const at::Tensor& target = args[arg].toTensor();
+    const at::Tensor& got = result.toTensor();
+    if (got.is_same(target) || (got.data_ptr() == target.data_ptr() && got.sizes().equals(target.sizes()) &&
+                                got.strides().equals(target.strides()))) {
+      continue;
+    }
+    if (schema.arguments()[arg].kwarg_only()) {
+      at::native::resize_output(target, got.sizes());  // out=: as ATen's own out= kernels do
+    } else {
+      TORCH_CHECK(got.sizes().equals(target.sizes()), "flagos: FlagGems' ", schema.name(), " returned shape ",
+                  got.sizes(), " for its in-place argument of shape ", target.sizes());
+    }
+    at::Tensor(target).copy_(got);
+    result = target;
+  }
+}
+
 bool strict() {
   static const bool value = [] {
     const char* v = std::getenv("FLAGOS_FLAGGEMS_STRICT");
@@ -140,6 +182,7 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
       auto [args, kwargs] = to_python(op.schema(), stack);
       py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
       push_results(op.schema(), stack, out);
+      keep_results_in_written_arguments(op.schema(), saved, stack);
       return;
     } catch (py::error_already_set& e) {
       failure = e.what();
