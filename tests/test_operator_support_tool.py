@@ -45,9 +45,41 @@ def test_worker_logs_name_the_sample_that_never_finished(tmp_path):
     started = {"opinfo": "bmm", "dtype": "float32", "sample": 1, "status": "started"}
     (tmp_path / "worker1.jsonl").write_text(
         json.dumps(done) + "\n" + json.dumps(started) + "\n" + '{"cut by a ki')
-    records, hung = tool.read_worker_logs(tmp_path)
-    assert records == [done, done]
-    assert hung == ["bmm (float32, sample 1)"]
+    begun = {"opinfo": "quantile", "status": "begun"}
+    (tmp_path / "worker2.jsonl").write_text(json.dumps(done) + "\n" + json.dumps(begun) + "\n")
+    records, hung, seen = tool.read_worker_logs(tmp_path)
+    assert records == [done, done, done]
+    assert hung == ["bmm (float32, sample 1)", "quantile (making its samples)"]
+    assert seen == {"quantile"}
+
+
+def test_shards_balance_the_extra_checks_and_honour_only():
+    tool = _tool()
+    names = [f"op{i}" for i in range(100)]
+    shards = tool.make_shards(names, 4)
+    assert sorted(n for shard in shards for n in shard) == sorted(names + list(tool.EXTRA_WEIGHT))
+    loads = [sum(tool.EXTRA_WEIGHT.get(n, 1) for n in shard) for shard in shards]
+    assert max(loads) - min(loads) <= 1, loads
+    assert tool.make_shards(names, 2, only="op3,op7") == [["op3"], ["op7"]]
+    with pytest.raises(SystemExit, match="no OpInfo named nosuch"):
+        tool.make_shards(names, 2, only="op3,nosuch")
+
+
+def test_later_runs_replace_earlier_samples(tmp_path):
+    tool = _tool()
+    first = {"summary": {"opinfos": 2, "seconds": 10, "hung": ["x (making its samples)"]},
+             "table": {"add.Tensor": {}, "sub.Tensor": {}},
+             "records": [_record("add", "float32", "fail", ["add.Tensor"], ["add.Tensor"]),
+                         _record("sub", "float32", "pass", ["sub.Tensor"])]}
+    second = {"summary": {"seconds": 5, "hung": [], "timeouts": 0},
+              "records": [_record("add", "float32", "pass", ["add.Tensor"])], "table": {}}
+    paths = []
+    for i, run in enumerate((first, second)):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    summary, records, served = tool.merge_runs(paths)
+    assert sorted((r["opinfo"], r["status"]) for r in records) == [("add", "pass"), ("sub", "pass")]
+    assert served == ["add.Tensor", "sub.Tensor"] and summary["seconds"] == 15 and summary["hung"] == []
 
 
 def test_report_from_json(tmp_path):

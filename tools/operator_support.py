@@ -86,6 +86,9 @@ def worker(shard, budget, log_path):
             for record in (_random_op_records if name == RANDOM_CHECKS else _handwritten_records)(routing):
                 emit(record)
             continue
+        # A worker killed outside a sample (making samples, compiling) leaves
+        # this as its last line: the report names the OpInfo.
+        log.write(json.dumps({"opinfo": name, "status": "begun"}) + "\n")
         op = ops[name]
         for dtype in DTYPES:
             tdtype = getattr(torch, dtype)
@@ -112,6 +115,30 @@ def worker(shard, budget, log_path):
     log.close()
 
 
+# How many OpInfos' worth of time the extra checks take (hand-written cases
+# with gradients and their first Triton compilations; random checks on 2^16
+# draws), so that their workers get fewer OpInfos and all end together.
+EXTRA_WEIGHT = {HANDWRITTEN: 24, RANDOM_CHECKS: 8}
+
+
+def make_shards(names, workers, only=None):
+    """Each worker's list: the extra checks first, then OpInfos, each given
+    to the least loaded worker."""
+    items = list(EXTRA_WEIGHT) + names
+    if only is not None:
+        wanted = set(only.split(","))
+        unknown = wanted - set(items)
+        if unknown:
+            raise SystemExit(f"--only: no OpInfo named {', '.join(sorted(unknown))}")
+        items = [n for n in items if n in wanted]
+    shards, load = [[] for _ in range(workers)], [0] * workers
+    for name in items:
+        i = load.index(min(load))
+        shards[i].append(name)
+        load[i] += EXTRA_WEIGHT.get(name, 1)
+    return shards
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="results/operator_support.json")
@@ -128,8 +155,15 @@ def main() -> int:
                         help="no GPU: run the sweep on the host vendor against the CPU with every FlagGems op "
                              "claimed, and list the ops no sample reaches (needs FlagGems, GEMS_VENDOR=nvidia, "
                              "FLAGGEMS_DB_URL)")
-    parser.add_argument("--from-json", default=None, metavar="PATH",
-                        help="re-render the table and conf from a JSON this script wrote on the GPU machine")
+    parser.add_argument("--from-json", default=None, metavar="PATH", nargs="+",
+                        help="re-render the table and conf from JSONs this script wrote on the GPU machine "
+                             "(several: a later run's samples replace an earlier one's)")
+    parser.add_argument("--only", default=None, metavar="NAMES",
+                        help="comma-separated OpInfo names to run (say, those a first run did not reach); "
+                             f"'{HANDWRITTEN}' and '{RANDOM_CHECKS}' name the extra checks")
+    parser.add_argument("--missing-from", default=None, metavar="PATH",
+                        help="run only the OpInfos with no record in this earlier run's JSON "
+                             "(merge the two with --from-json)")
     args = parser.parse_args()
     if args.from_json:
         return render_from_json(args)
@@ -153,8 +187,10 @@ def main() -> int:
     if not args.report_only:
         for old in logs.glob("worker*.jsonl"):
             old.unlink()
-        extra = {0: [RANDOM_CHECKS], 1 % args.workers: [HANDWRITTEN]}
-        shards = [extra.get(i, []) + names[i::args.workers] for i in range(args.workers)]
+        if args.missing_from:
+            ran = {r["opinfo"] for r in json.loads(Path(args.missing_from).read_text())["records"]}
+            args.only = ",".join(n for n in names if n not in ran)
+        shards = make_shards(names, args.workers, args.only)
         procs = [ctx.Process(target=worker, args=(s, args.budget, str(logs / f"worker{i}.jsonl")))
                  for i, s in enumerate(shards)]
         for p in procs:
@@ -164,7 +200,13 @@ def main() -> int:
             if p.is_alive():
                 print(f"{p.name} did not finish in time; its remaining OpInfos count as not run")
                 p.kill()
-    records, hung = read_worker_logs(logs)
+    records, hung, begun = read_worker_logs(logs)
+    if not args.report_only:
+        # The OpInfos of a worker killed before it reached them.
+        timed_out = {r["opinfo"] for r in records if r.get("status") == "timeout"}
+        records += [{"opinfo": n, "status": "timeout"} for shard in shards for n in shard
+                    if n not in begun and n not in timed_out and n not in EXTRA_WEIGHT]
+        names = [n for shard in shards for n in shard if n not in EXTRA_WEIGHT]
     if args.static:
         records, hung = [], []
     elapsed = time.time() - start
@@ -188,9 +230,7 @@ def main() -> int:
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
         "hung": hung,
         "noncontiguous": True,
-        "samples_with_gradients": sum(1 for r in records if r.get("grads")),
-        "variant_samples": sum(1 for r in records if r.get("variant") in ("inplace", "out")),
-        "random_checks": sum(1 for r in records if r.get("variant") == "property"),
+        **_record_counts(records),
         "seconds": elapsed,
         "environment": None if args.static else {
             "device": torch_fl.flagos.get_device_name(0), "torch": __import__("torch").__version__,
@@ -217,9 +257,10 @@ def report_rehearsal(args, records) -> int:
 
 
 def read_worker_logs(logs: Path):
-    """The records of every worker log, and the samples a worker started but
-    never finished (it was killed there: a hang)."""
-    records, hung = [], []
+    """The records of every worker log; the samples a worker started but
+    never finished (it was killed there: a hang), or the OpInfo it was
+    preparing when killed; and the OpInfos begun."""
+    records, hung, begun = [], [], set()
     for path in sorted(logs.glob("worker*.jsonl")):
         last = None
         for line in path.read_text().splitlines():
@@ -227,12 +268,16 @@ def read_worker_logs(logs: Path):
                 last = json.loads(line)
             except ValueError:
                 continue  # a line cut by a killed worker
-            if last.get("status") != "started":
+            if last.get("status") == "begun":
+                begun.add(last["opinfo"])
+            elif last.get("status") != "started":
                 records.append(last)
         if last and last.get("status") == "started":
             form = "" if last.get("variant", "functional") == "functional" else f", {last['variant']}"
             hung.append(f"{last['opinfo']} ({last['dtype']}, sample {last['sample']}{form})")
-    return records, hung
+        elif last and last.get("status") == "begun":
+            hung.append(f"{last['opinfo']} (making its samples)")
+    return records, hung, begun
 
 
 def tabulate(served, records):
@@ -277,10 +322,39 @@ def classify(served, table, static):
     }
 
 
+def _record_key(r):
+    return r["opinfo"], r.get("dtype"), r.get("sample"), r.get("variant", "functional")
+
+
+def merge_runs(paths):
+    """The summary of the first run, and the records of all: a later run's
+    record replaces an earlier one of the same sample (a rerun of the
+    OpInfos a first run did not reach, or after a fix)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    merged = {}
+    for run in runs:
+        for r in run["records"]:
+            merged[_record_key(r)] = r
+    records = list(merged.values())
+    summary = dict(runs[0]["summary"])
+    summary.update(_record_counts(records))
+    if len(runs) > 1:
+        summary["seconds"] = sum(run["summary"].get("seconds", 0) for run in runs)
+        summary["hung"] = [h for run in runs[1:] for h in run["summary"].get("hung", [])]
+        summary["timeouts"] = runs[-1]["summary"].get("timeouts", 0)
+    return summary, records, sorted(runs[0]["table"])
+
+
+def _record_counts(records):
+    return {
+        "samples_with_gradients": sum(1 for r in records if r.get("grads")),
+        "variant_samples": sum(1 for r in records if r.get("variant") in ("inplace", "out")),
+        "random_checks": sum(1 for r in records if r.get("variant") == "property"),
+    }
+
+
 def render_from_json(args) -> int:
-    data = json.loads(Path(args.from_json).read_text())
-    summary, records = data["summary"], data["records"]
-    served = sorted(data["table"])
+    summary, records, served = merge_runs(args.from_json)
     table = tabulate(served, records)
     summary.update(classify(served, table, False))
     failing = summary["failing"]
