@@ -250,7 +250,8 @@ def test_handwritten_cases_run_and_agree_with_the_cpu(monkeypatch):
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
     from torch_fl import routing
 
-    records = list(tool._handwritten_records(routing))
+    records = [tool.handwritten_record(item, dtype, routing) for item in tool.handwritten_items()
+               for dtype in tool.handwritten_dtypes(item)]
     cpu_lacks = ("from the 'CPU' backend", "not implemented for")
     bad = [(r["opinfo"], r["dtype"], r["status"], r["detail"]) for r in records if r["status"] != "pass"
            and not (r["status"] in ("reference-error", "error") and any(w in r["detail"] for w in cpu_lacks))]
@@ -294,3 +295,14 @@ def test_rehearsal_reaches_every_op_flaggems_serves_but_the_cuda_only_ones(tmp_p
     # CUDA's); the others are held on CUDA by torch_fl/backends.conf.
     assert set(result["unreached"]) <= {"_conv_depthwise2d", "_flash_attention_forward", "hardsigmoid.out"}, \
         result["unreached"]
+
+
+def test_a_result_the_reference_gives_on_the_cpu_stays_there(monkeypatch):
+    """_efficient_attention_forward gives its philox seed and offset as CPU
+    tensors on CUDA; flagos must too."""
+    tool = _sample_checks()
+    monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cuda")
+    seed = torch.tensor([7])
+    tool._compare(seed.clone(), seed, "float32")
+    with pytest.raises(AssertionError, match="result on flagos:0, the reference's on cpu"):
+        tool._compare(seed.to("flagos"), seed, "float32")

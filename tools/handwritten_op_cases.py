@@ -32,11 +32,14 @@ def _ints(*shape, high=100, dtype=torch.int32, seed=0):
 
 def _max_pool2d_backward(grad, x):
     """aten::max_pool2d_backward on flagos; elsewhere (no CPU or CUDA kernel
-    of that name) the same gradient through max_pool2d's autograd."""
+    of that name) the same gradient through max_pool2d's autograd, on the
+    CPU in float32: torch CUDA's backward cannot run in a process that
+    imported torch_fl (pytorch#161129)."""
     if x.device.type == "flagos":
         return torch.ops.aten.max_pool2d_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False)
-    x = x.detach().requires_grad_()
-    return torch.autograd.grad(F.max_pool2d(x, 2), x, grad)[0]
+    xc = x.detach().cpu().float().requires_grad_()
+    got = torch.autograd.grad(F.max_pool2d(xc, 2), xc, grad.cpu().float())[0]
+    return got.to(x.device, x.dtype)
 
 
 CASES = {
@@ -125,6 +128,9 @@ CASES = {
                     True),
     "max_pool2d_backward": (_max_pool2d_backward,
                             lambda d: (_x(2, 3, 4, 4, dtype=d, seed=1), (_x(2, 3, 8, 8, dtype=d),), {}), False),
+    # Deterministic for a given mask: dropout's backward.
+    "native_dropout_backward": (lambda g, mask: torch.ops.aten.native_dropout_backward(g, mask, 2.0),
+                                lambda d: (_x(6, 7, dtype=d), (_ints(6, 7, high=2, seed=3).bool(),), {}), False),
     "pixel_unshuffle.out": (lambda x: torch.ops.aten.pixel_unshuffle.out(x, 2, out=x.new_empty(1, 12, 3, 4)),
                             lambda d: (_x(1, 3, 6, 8, dtype=d), (), {}), False),
     "reflection_pad1d.out, replication_pad1d.out": (

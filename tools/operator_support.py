@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from sweep_sample import (  # noqa: E402
-    DTYPES, HANDWRITTEN, RANDOM_CHECKS, RANDOM_WORDS, REHEARSAL, _check_sample, _handwritten_records, _is_random,
-    _noncontiguous_variant, _one_line, _random_op_records, _variants,
+    DTYPES, HANDWRITTEN, RANDOM_CHECKS, RANDOM_WORDS, REHEARSAL, _check_sample, _is_random,
+    _noncontiguous_variant, _one_line, _random_op_records, _variants, handwritten_dtypes, handwritten_items,
+    handwritten_record,
 )
 
 
@@ -82,13 +83,18 @@ def worker(shard, budget, log_path):
         if time.time() > deadline:
             emit({"opinfo": name, "status": "timeout"})
             continue
-        if name in (RANDOM_CHECKS, HANDWRITTEN):
-            for record in (_random_op_records if name == RANDOM_CHECKS else _handwritten_records)(routing):
-                emit(record)
-            continue
         # A worker killed outside a sample (making samples, compiling) leaves
         # this as its last line: the report names the OpInfo.
         log.write(json.dumps({"opinfo": name, "status": "begun"}) + "\n")
+        if name == RANDOM_CHECKS:
+            for record in _random_op_records(routing):
+                emit(record)
+            continue
+        if name.startswith(HANDWRITTEN):
+            for dtype in handwritten_dtypes(name):
+                log.write(json.dumps({"opinfo": name, "dtype": dtype, "sample": 0, "status": "started"}) + "\n")
+                emit(handwritten_record(name, dtype, routing))
+            continue
         op = ops[name]
         for dtype in DTYPES:
             tdtype = getattr(torch, dtype)
@@ -115,15 +121,15 @@ def worker(shard, budget, log_path):
     log.close()
 
 
-# How many OpInfos' worth of time the extra checks take (hand-written cases
-# with gradients and their first Triton compilations; random checks on 2^16
-# draws), so that their workers get fewer OpInfos and all end together.
-EXTRA_WEIGHT = {HANDWRITTEN: 24, RANDOM_CHECKS: 8}
+# How many OpInfos' worth of time the random checks take (2^16 draws per
+# op and dtype), so that their worker gets fewer OpInfos and all end
+# together.
+EXTRA_WEIGHT = {RANDOM_CHECKS: 8}
 
 
 def make_shards(names, workers, only=None):
-    """Each worker's list: the extra checks first, then OpInfos, each given
-    to the least loaded worker."""
+    """Each worker's list: the random checks first, then OpInfos and
+    hand-written cases, each given to the least loaded worker."""
     items = list(EXTRA_WEIGHT) + names
     if only is not None:
         wanted = set(only.split(","))
@@ -160,7 +166,7 @@ def main() -> int:
                              "(several: a later run's samples replace an earlier one's)")
     parser.add_argument("--only", default=None, metavar="NAMES",
                         help="comma-separated OpInfo names to run (say, those a first run did not reach); "
-                             f"'{HANDWRITTEN}' and '{RANDOM_CHECKS}' name the extra checks")
+                             f"'{HANDWRITTEN}<case>' names a hand-written case, '{RANDOM_CHECKS}' the random checks")
     parser.add_argument("--missing-from", default=None, metavar="PATH",
                         help="run only the OpInfos with no record in this earlier run's JSON "
                              "(merge the two with --from-json)")
@@ -183,6 +189,7 @@ def main() -> int:
     # jiterator_* OpInfos call torch.cuda.jiterator, which takes CUDA tensors only.
     names = [o.name + ("." + o.variant_test_name if o.variant_test_name else "") for o in op_db
              if not any(w in o.name for w in RANDOM_WORDS) and not o.name.startswith("jiterator_")]
+    names += handwritten_items()
     start = time.time()
     if not args.report_only:
         for old in logs.glob("worker*.jsonl"):
@@ -226,7 +233,7 @@ def main() -> int:
         "routed_to_flaggems": len(served),
         "excluded": excluded,
         **classify(served, table, args.static),
-        "opinfos": len(names),
+        "opinfos": sum(1 for n in names if not n.startswith(HANDWRITTEN)),
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
         "hung": hung,
         "noncontiguous": True,
