@@ -370,7 +370,9 @@ def render_from_json(args) -> int:
     for op in served:
         # An exact line, else a bare-name line ("bmm" also holds "bmm.out").
         line = op if op in packaged else op.split(".", 1)[0]
-        routes[op] = "cuda" if op in failing else packaged.get(line, "flagos")
+        # A failing op goes to CUDA's kernel unless the packaged table says
+        # where (max_pool2d_backward has none: the CPU).
+        routes[op] = packaged.get(line, "cuda" if op in failing else "flagos")
         if routes[op] != "flagos" and op not in failing:  # held for a reason the sweep could not see
             for d in DTYPES:
                 table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/backends.conf: {packaged.get(line + '#', '')}"
@@ -430,7 +432,7 @@ def write_reports(args, summary, table, served, routes) -> None:
         f"- FlagGems config entries enabled for this GPU: {summary['flaggems_config_entries']}",
         f"- routed to FlagGems by torch_fl: {summary['routed_to_flaggems']}; "
         f"passing every tested dtype: {len(summary['passing_all_tested'])}; failing: {len(failing)} "
-        f"(routed to `cuda` by default in `torch_fl/backends.conf`); no OpInfo sample reached them: "
+        f"(routed off FlagGems by default in `torch_fl/backends.conf`); no OpInfo sample reached them: "
         f"{len(summary['no_sample'])}",
         *([f"- OpInfos not run within the time budget: {timeouts} of {summary['opinfos']} "
            f"(their ops may show 'no sample')"] if timeouts and not args.static else []),
