@@ -6,6 +6,8 @@ each flagos route, and an allocator alloc/free pair.
 
 On the cuda vendor the reference is torch's CUDA device; on the host vendor
 (no GPU) it is the CPU, which shows the cost of the routing layer itself.
+With FlagGems, a column times FlagGems' own function called on torch CUDA
+tensors: FlagGems' cost without torch_fl in between.
 """
 import argparse
 import contextlib
@@ -30,17 +32,19 @@ def cases(dev: str, mm_n: int):
     m = mat.to(dev)
     lg = logits.to(dev)
     ix = idx.to(dev)
+    # (ATen op, the call, the same op as a call of its FlagGems function
+    # given those tensors: FlagGems timed with no torch_fl in between)
     return {
-        "add": ("add.Tensor", lambda: torch.add(a, b)),
-        "mul": ("mul.Tensor", lambda: torch.mul(a, b)),
-        "softmax": ("_softmax", lambda: torch.softmax(lg, dim=-1)),
-        "sum": ("sum", lambda: a.sum()),
-        f"mm {mm_n} bf16": ("mm", lambda: torch.mm(m, m)),
-        "index": ("index.Tensor", lambda: a[ix]),
-        "cat": ("cat", lambda: torch.cat([a, b])),
-        "copy h2d": ("_copy_from", lambda: pinned.to(dev, non_blocking=True)),
-        "copy d2h": ("_copy_from", lambda: a.to("cpu")),
-        "alloc+free 1MiB": ("empty.memory_format", lambda: torch.empty(1 << 18, device=dev)),
+        "add": ("add.Tensor", lambda: torch.add(a, b), lambda f: f(a, b)),
+        "mul": ("mul.Tensor", lambda: torch.mul(a, b), lambda f: f(a, b)),
+        "softmax": ("_softmax", lambda: torch.softmax(lg, dim=-1), lambda f: f(lg, -1, False)),
+        "sum": ("sum", lambda: a.sum(), lambda f: f(a)),
+        f"mm {mm_n} bf16": ("mm", lambda: torch.mm(m, m), lambda f: f(m, m)),
+        "index": ("index.Tensor", lambda: a[ix], lambda f: f(a, [ix])),
+        "cat": ("cat", lambda: torch.cat([a, b]), lambda f: f([a, b])),
+        "copy h2d": ("_copy_from", lambda: pinned.to(dev, non_blocking=True), None),
+        "copy d2h": ("_copy_from", lambda: a.to("cpu"), None),
+        "alloc+free 1MiB": ("empty.memory_format", lambda: torch.empty(1 << 18, device=dev), None),
     }
 
 
@@ -61,9 +65,16 @@ def main() -> None:
     ref_cases = cases(reference, mm_n)
     flagos_cases = cases("flagos", mm_n)
     rows, results = [], []
-    for name, (op, ref_fn) in ref_cases.items():
+    direct = torch_fl._flaggems.available() and reference == "cuda"
+    for name, (op, ref_fn, flaggems_call) in ref_cases.items():
         ref_us = time_per_call(ref_fn, reference, calls=args.calls)
         row = {"op": name, "aten": op, f"torch {reference} us": ref_us}
+        if direct:
+            # What torch_fl's bridge adds on the FlagGems routes is the
+            # difference between this and the "flagos flaggems" column.
+            fn = torch_fl._flaggems.function(op) if op in torch_fl._flaggems.available_ops() else None
+            row["FlagGems on torch cuda us"] = (time_per_call(lambda: flaggems_call(fn), reference, calls=args.calls)
+                                                if fn and flaggems_call else None)
         for label, backend in routes.items():
             can_route = backend is None or op in ("_copy_from", "empty.memory_format") or \
                 (backend != "flagos" or op in torch_fl._flaggems.available_ops())

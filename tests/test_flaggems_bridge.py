@@ -215,6 +215,16 @@ def test_out_function_returning_a_new_tensor_still_writes_out():
     torch.testing.assert_close(small.cpu(), x.abs())
 
 @check
+def test_function_gives_the_serving_function():
+    assert flaggems.function("add.Tensor") is FUNCTIONS["add.Tensor"]
+    try:
+        flaggems.function("no_such_op")
+    except KeyError as e:
+        assert "no_such_op" in str(e)
+    else:
+        raise AssertionError("expected a KeyError")
+
+@check
 def test_multi_output():
     a = torch.randn(4, 5)
     mn, mx = torch.aminmax(a.to(dev), dim=1)
@@ -335,6 +345,7 @@ STANDIN_CHECKS = [
     "test_written_view_not_contiguous_takes_the_vendor_kernel",
     "test_results_asked_on_another_device_take_the_vendor_kernel",
     "test_complex_tensors_take_the_vendor_kernel",
+    "test_function_gives_the_serving_function",
     "test_inplace_function_returning_a_new_tensor_still_writes_self",
     "test_out_function_returning_a_new_tensor_still_writes_out",
     "test_multi_output",

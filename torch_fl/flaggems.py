@@ -126,6 +126,15 @@ def available_ops() -> List[str]:
     return sorted(_FUNCTIONS)
 
 
+def function(op: str) -> Callable:
+    """The Python function serving ``op`` on the FlagGems routes (FlagGems'
+    own, or one given to install_functions): to call on CUDA tensors
+    directly, e.g. to time FlagGems without torch_fl in between."""
+    if op not in _FUNCTIONS:
+        raise KeyError(f"no FlagGems function serves '{op}' here (FlagGems {_UNAVAILABLE or 'does not serve it'})")
+    return _FUNCTIONS[op]
+
+
 def excluded_ops() -> Dict[str, str]:
     """Ops FlagGems implements that stay on native kernels, with the reason."""
     return dict(_EXCLUDED)
