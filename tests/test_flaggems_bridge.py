@@ -482,3 +482,4 @@ def test_real_flaggems_config_capture(tmp_path):
         pytest.skip("FlagGems does not import here: " + failed[-1][len("IMPORT_FAILED "):])
     results = _results(proc)
     assert results == {k: "ok" for k in results} and len(results) == 3, results
+

@@ -117,6 +117,12 @@ LAYOUT_CASES = {
     # a permuted copy (the bridge copies it into self).
     "scatter_add_ dim 0": lambda x: torch.zeros_like(x).scatter_add_(
         0, (x.abs() * 5).long() % x.shape[0], x),
+    # A softmax output with strides (FlagGems' own _safe_softmax over a
+    # non-last dim returns one): its backward must not read it flat.
+    "_softmax_backward_data strided output": lambda x: torch.ops.aten._softmax_backward_data(
+        x, torch.softmax(x.t().contiguous(), -1).t(), 0, torch.float32),
+    "_log_softmax_backward_data strided output": lambda x: torch.ops.aten._log_softmax_backward_data(
+        x, torch.log_softmax(x.t().contiguous(), -1).t(), 0, torch.float32),
     # Complex tensors take the vendor's kernels (Triton has no complex type).
     "div_ complex": lambda x: torch.complex(x, x.flip(0)).div_(torch.complex(x.exp(), x.cos())),
 }

@@ -308,3 +308,22 @@ def test_a_result_the_reference_gives_on_the_cpu_stays_there(monkeypatch):
     tool._compare(torch.tensor([1341549691]), seed, "float32")
     with pytest.raises(AssertionError, match="result on flagos:0, the reference's on cpu"):
         tool._compare(seed.to("flagos"), seed, "float32")
+
+
+def test_ops_failing_only_together_answer_for_it_together(monkeypatch):
+    """FlagGems' _safe_softmax returns a strided result that its
+    _softmax_backward_data read flat: each alone passed, the pair failed."""
+    tool = _sample_checks()
+    calls = []
+
+    def run_sample(op, sample, dtype, variant="functional"):
+        calls.append(dict(routing.table()))
+        if len(calls) == 1:
+            return "fail", "gradient of input 0: relative error 19.5 > 0.0001", ["_safe_softmax", "mul.Tensor"], True
+        return "pass", "", [], True
+
+    monkeypatch.setattr(tool, "_run_sample", run_sample)
+    monkeypatch.setattr(routing, "override", lambda **routes: contextlib.nullcontext())
+    record = tool._check_sample(None, None, "float32", "functional", routing)
+    assert record["culprits"] == ["_safe_softmax", "mul.Tensor"] and len(calls) == 3
+    assert record["detail"].startswith("only together: gradient of input 0")

@@ -359,4 +359,8 @@ def _check_sample(op, sample, dtype, variant, routing):
                 again = "error"
             if again != "pass":
                 culprits.append(target)
+        if not culprits and status == "fail":
+            # No op fails alone, yet together they do (one's strided result
+            # read flat by another): all of them answer for it.
+            culprits, detail = list(reached), f"only together: {detail}"
     return {"status": status, "detail": detail, "reached": reached, "culprits": culprits, "grads": grads}

@@ -11,6 +11,7 @@ on the cuda vendor is torch's current CUDA stream.
 
 ``FLAGOS_DISABLE_FLAGGEMS_PY=1`` keeps every FlagGems function out.
 """
+import functools
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -65,6 +66,22 @@ _NEVER_ROUTED = {
 }
 
 
+# FlagGems 5.0.2 functions that read a tensor argument as a flat array from
+# its data pointer whatever its strides, so they get contiguous tensors (a
+# copy only where one is not). The softmax backwards read `output` flat:
+# FlagGems' own _safe_softmax over a non-last dim returns a permuted, strided
+# result, and the pair gave input gradients 19x off (H200, the sweep's
+# _safe_softmax OpInfo), while each alone passed.
+_READS_FLAT = ("_softmax_backward_data", "_log_softmax_backward_data")
+
+
+def _with_contiguous_tensors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return fn(*(a.contiguous() if hasattr(a, "is_contiguous") else a for a in args), **kwargs)
+    return call
+
+
 def _install(items: List[Tuple[str, Callable]]) -> None:
     """Claims the ops for the routing kernel and hands their functions over."""
     global _CONFIG_SIZE
@@ -98,7 +115,7 @@ def setup() -> None:
     except Exception as exc:  # FlagGems failing to start must not break torch_fl
         _UNAVAILABLE = f"failed to load: {type(exc).__name__}: {exc}"
         return
-    _install(items)
+    _install([(n, _with_contiguous_tensors(fn) if n in _READS_FLAT else fn) for n, fn in items])
 
 
 def install_functions(functions: Dict[str, Callable]) -> None:
