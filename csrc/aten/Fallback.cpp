@@ -175,7 +175,11 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
       c10::List<std::optional<at::Tensor>> aliased;
       aliased.reserve(list.size());
       for (const std::optional<at::Tensor>& t : list) {
-        aliased.push_back(t.has_value() && is_flagos(*t) ? std::optional<at::Tensor>(scope.alias(*t)) : t);
+        if (t.has_value() && is_flagos(*t)) {
+          aliased.push_back(scope.alias(*t));
+        } else {
+          aliased.push_back(t);
+        }
       }
       v = std::move(aliased);
     } else if (v.isDevice()) {

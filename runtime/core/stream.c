@@ -29,7 +29,7 @@ flagos_status_t flagos_core_stream(const flagos_vendor_ops_t *v, flagos_stream_t
 
 /* Resolves `stream` into local `s` or returns the error with the caller's name. */
 #define RESOLVE(v, stream, s, fn)                                   \
-  flagos_stream_t s;                                                \
+  flagos_stream_t s = NULL;                                         \
   do {                                                              \
     flagos_status_t st_ = flagos_core_stream(v, stream, &s);        \
     if (st_ == FLAGOS_ERROR_INVALID_HANDLE) return bad_stream(fn, stream); \
