@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
 
     vendor = torch_fl.flagos.vendor()
-    reference = "cuda" if vendor == "cuda" else "cpu"
-    routes = {"flagos default": None, "flagos native": "cuda" if vendor == "cuda" else "cpu"}
+    reference = routing.native_backend()
+    routes = {"flagos default": None, "flagos native": reference}
     if torch_fl._flaggems.available():
         routes["flagos flaggems"] = "flagos"
 

@@ -220,7 +220,7 @@ def test_function_gives_the_serving_function():
     try:
         flaggems.function("no_such_op")
     except KeyError as e:
-        assert "no_such_op" in str(e)
+        assert "no_such_op" in str(e) and "does not serve it" in str(e), str(e)
     else:
         raise AssertionError("expected a KeyError")
 

@@ -327,3 +327,18 @@ def test_ops_failing_only_together_answer_for_it_together(monkeypatch):
     record = tool._check_sample(None, None, "float32", "functional", routing)
     assert record["culprits"] == ["_safe_softmax", "mul.Tensor"] and len(calls) == 3
     assert record["detail"].startswith("only together: gradient of input 0")
+
+
+def test_culprits_are_found_with_the_others_on_the_vendors_kernels(monkeypatch):
+    """The other ops go to the live vendor's own kernels (cpu on the host
+    vendor, where a route to cuda is refused): here only hypot, when
+    left on its route, makes the sample fail."""
+    tool = _sample_checks()
+
+    def run_sample(op, sample, dtype, variant="functional"):
+        hypot_moved = any(e[0] == "hypot" and e[1] == routing.native_backend() for e in routing.entries())
+        return ("pass" if hypot_moved else "fail"), "max abs err 1", ["atan2", "hypot"], False
+
+    monkeypatch.setattr(tool, "_run_sample", run_sample)
+    record = tool._check_sample(None, None, "float32", "functional", routing)
+    assert record["status"] == "fail" and record["culprits"] == ["hypot"], record

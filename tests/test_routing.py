@@ -44,6 +44,10 @@ def _subprocess_json(code, env=None):
 # Python API
 # ---------------------------------------------------------------------------
 
+def test_native_backend_names_the_vendors_kernels():
+    assert routing.native_backend() == ("cuda" if VENDOR == "cuda" else "cpu")
+
+
 def test_route_of_accepts_every_spelling():
     assert routing.route_of("aten::mm") == NATIVE
     assert routing.route_of("mm") == NATIVE

@@ -351,7 +351,7 @@ def _check_sample(op, sample, dtype, variant, routing):
     if status != "pass" and len(reached) > 1:
         culprits = []
         for target in reached:
-            others = {o.replace(".", "__"): "cuda" for o in reached if o != target}
+            others = {o.replace(".", "__"): routing.native_backend() for o in reached if o != target}
             try:
                 with routing.override(**others):
                     again = _run_sample(op, sample, dtype, variant)[0]

@@ -148,7 +148,8 @@ def function(op: str) -> Callable:
     own, or one given to install_functions): to call on CUDA tensors
     directly, e.g. to time FlagGems without torch_fl in between."""
     if op not in _FUNCTIONS:
-        raise KeyError(f"no FlagGems function serves '{op}' here (FlagGems {_UNAVAILABLE or 'does not serve it'})")
+        why = "does not serve it" if _FUNCTIONS else _UNAVAILABLE
+        raise KeyError(f"no FlagGems function serves '{op}' here (FlagGems {why})")
     return _FUNCTIONS[op]
 
 

@@ -91,6 +91,12 @@ def table() -> Dict[str, str]:
     return {op: backend for op, backend, _, _ in _C._routing_entries()}
 
 
+def native_backend() -> str:
+    """The backend word of the live vendor's own kernels: "cuda" on the
+    cuda vendor, "cpu" on the host vendor."""
+    return _C._native_backend()
+
+
 def entries():
     """Explicit entries with where they came from: (op, backend, origin, line)."""
     return list(_C._routing_entries())
@@ -166,7 +172,7 @@ def preset(name: str) -> Iterator[None]:
     if name == "default":
         yield
         return
-    backend, keep = (_C._native_backend(), False) if name == "native" else ("flagos", True)
+    backend, keep = (native_backend(), False) if name == "native" else ("flagos", True)
     with override_flaggems_ops(backend, keep_packaged=keep):
         yield
 

@@ -206,7 +206,7 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
   // written tensor is a strided view (FlagGems' fill_, zero_, ... index it
   // as a flat array from its data pointer and would write other elements);
   // and a call on complex tensors (Triton has no complex type: FlagGems'
-  // div_ and index_add_ read them as reals and give wrong values).
+  // div_ gave wrong values in linalg.eig's gradient).
   if (invoke != &invoke_native && (keep_results || complex_tensors || writes_non_contiguous(mutated))) {
     invoke = &invoke_native;
     plan.calls[plan.backend].fetch_sub(1, std::memory_order_relaxed);
