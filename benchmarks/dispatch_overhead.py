@@ -7,7 +7,9 @@ each flagos route, and an allocator alloc/free pair.
 On the cuda vendor the reference is torch's CUDA device; on the host vendor
 (no GPU) it is the CPU, which shows the cost of the routing layer itself.
 With FlagGems, a column times FlagGems' own function called on torch CUDA
-tensors: FlagGems' cost without torch_fl in between.
+tensors: FlagGems' cost without torch_fl in between; "flagos flaggems" is
+the flagos route (FlagGems' kernels replayed by torch_fl's launcher after
+two records), "flagos python" FlagGems' Python function at every call.
 """
 import argparse
 import contextlib
@@ -59,6 +61,7 @@ def main() -> None:
     routes = {"flagos default": None, "flagos native": reference}
     if torch_fl._flaggems.available():
         routes["flagos flaggems"] = "flagos"
+        routes["flagos python"] = "flagos_python"
 
     # bf16 matmul on a CPU is slow enough to hide the dispatch cost.
     mm_n = 1024 if reference == "cuda" else 64
@@ -77,7 +80,7 @@ def main() -> None:
                                                 if fn and flaggems_call else None)
         for label, backend in routes.items():
             can_route = backend is None or op in ("_copy_from", "empty.memory_format") or \
-                (backend != "flagos" or op in torch_fl._flaggems.available_ops())
+                (backend not in ("flagos", "flagos_python") or op in torch_fl._flaggems.available_ops())
             if not can_route:
                 row[f"{label} us"] = None
                 continue
@@ -92,7 +95,9 @@ def main() -> None:
     columns = list(results[0].keys())
     print_table(f"µs per call, flagos ({vendor}) vs torch {reference}, median of 7 x {args.calls} calls",
                 columns, [[r.get(c) for c in columns] for r in results])
-    write_json(args.out, {"benchmark": "dispatch_overhead", "environment": environment(), "results": results})
+    launcher = torch_fl._flaggems.launcher_stats() if torch_fl._flaggems.available() else {}
+    write_json(args.out, {"benchmark": "dispatch_overhead", "environment": environment(), "results": results,
+                          "launcher": launcher})
 
 
 if __name__ == "__main__":

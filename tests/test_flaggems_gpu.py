@@ -71,11 +71,49 @@ def test_flaggems_kernels_follow_the_current_flagos_stream():
     torch.flagos.current_stream().wait_event(done)
     b = a.sum(0) * 2  # a dependent op on the default stream
     assert routing.stats()["mm"]["flagos"] == 6
+    # Calls after the first two replay the recorded launches from C++: on the side stream too.
+    assert flaggems.launcher_stats()["mm"]["replayed"] >= 4, flaggems.launcher_stats()["mm"]
     xr = x_cpu.cuda()
     ar = xr
     for _ in range(6):
         ar = ar @ xr
     assert_flagos_close(b, ar.sum(0) * 2, rtol=2e-2, atol=2e-2)
+
+
+# Ops Qwen3 runs at every layer: after two agreeing records of a signature
+# the launcher replays FlagGems' kernels without Python, and every call,
+# replayed or not, matches torch CUDA.
+REPLAYED = {
+    "add.Tensor": lambda a, b: torch.add(a, b, alpha=0.5),
+    "mul.Tensor": lambda a, b: a * b,
+    "_softmax": lambda a, b: torch.softmax(a, dim=-1),
+    "mm": lambda a, b: torch.mm(a, b.t()),
+    "silu": lambda a, b: torch.nn.functional.silu(a),
+    "rsqrt": lambda a, b: torch.rsqrt(a.abs() + 1),
+    "mean.dim": lambda a, b: a.mean(-1, keepdim=True),
+    "pow.Tensor_Scalar": lambda a, b: a.pow(2),
+    "neg": lambda a, b: -a,
+    "cat": lambda a, b: torch.cat([a, b], dim=-1),
+    "sum.dim_IntList": lambda a, b: a.sum(0),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("op", list(REPLAYED))
+def test_replayed_launches_match_torch_cuda(op, dtype):
+    if op not in flaggems.available_ops():
+        pytest.skip(f"FlagGems does not serve {op} here")
+    flaggems.forget_launches(op)
+    with routing.override_ops({op: "flagos"}):
+        for seed in range(4):  # two records, then replays, each on new values
+            g = torch.Generator().manual_seed(seed)
+            a, b = [torch.randn(64, 128, generator=g).to(dtype) for _ in range(2)]
+            got = REPLAYED[op](a.to("flagos"), b.to("flagos"))
+            expected = REPLAYED[op](a.cuda(), b.cuda())
+            atol, rtol = (1e-2, 1e-2) if op == "mm" or dtype != torch.float32 else (1e-4, 1.3e-6)
+            assert_flagos_close(got, expected, rtol=rtol, atol=atol)
+    st = flaggems.launcher_stats()[op]
+    assert st["replayed"] == 2 and st["replayable_signatures"] == 1, st
 
 
 def test_plain_cuda_tensors_do_not_take_flaggems():

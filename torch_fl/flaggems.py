@@ -9,18 +9,27 @@ apply), and hands them to the routing kernel. An op routed to ``flagos``,
 aliases of the flagos memory (zero copy), on the current flagos stream, which
 on the cuda vendor is torch's current CUDA stream.
 
+On the ``flagos`` and ``flaggems`` routes a call whose arguments (dtypes,
+shapes, strides, scalars) were seen before skips FlagGems' Python: the C++
+launcher allocates what the function allocated and launches the Triton
+kernels it launched (see torch_fl/_launch_capture.py for what can be
+replayed). ``flagos_python`` always runs the Python function;
+``FLAGOS_FLAGGEMS_LAUNCHER=0`` or ``set_launcher_enabled(False)`` turns the
+launcher off.
+
 ``FLAGOS_DISABLE_FLAGGEMS_PY=1`` keeps every FlagGems function out.
 """
 import functools
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import _C
+from . import _C, _launch_capture
 
 _FUNCTIONS: Dict[str, Callable] = {}   # op name -> FlagGems function, live here
 _EXCLUDED: Dict[str, str] = {}         # op name -> why it stays native
 _UNAVAILABLE = "was not loaded"
 _CONFIG_SIZE = 0
+_LAUNCHER_HOOK = "FlagGems was not loaded"   # why Triton launches are not seen, or ""
 
 
 class _CapturingLibrary:
@@ -98,6 +107,7 @@ def _install(items: List[Tuple[str, Callable]]) -> None:
         _FUNCTIONS[name] = fn
         _C._set_flaggems_function(name, fn)
     _C._set_flaggems_ops(sorted(_FUNCTIONS))
+    _C._set_launch_recorder(_launch_capture.capture)
 
 
 def setup() -> None:
@@ -115,6 +125,8 @@ def setup() -> None:
     except Exception as exc:  # FlagGems failing to start must not break torch_fl
         _UNAVAILABLE = f"failed to load: {type(exc).__name__}: {exc}"
         return
+    global _LAUNCHER_HOOK
+    _LAUNCHER_HOOK = _launch_capture.install_triton_hook() or ""
     _install([(n, _with_contiguous_tensors(fn) if n in _READS_FLAT else fn) for n, fn in items])
 
 
@@ -160,3 +172,30 @@ def excluded_ops() -> Dict[str, str]:
 
 def config_size() -> int:
     return _CONFIG_SIZE
+
+
+def launcher_enabled() -> bool:
+    """Whether the flagos/flaggems routes replay recorded launches."""
+    return _C._launcher_enabled()
+
+
+def set_launcher_enabled(on: bool) -> None:
+    """Turns the launcher on or off for the whole process (records kept)."""
+    _C._launcher_set_enabled(bool(on))
+
+
+def launcher_hook_problem() -> str:
+    """Why FlagGems' Triton launches cannot be recorded here ("" if they can)."""
+    return _LAUNCHER_HOOK
+
+
+def launcher_stats() -> Dict[str, dict]:
+    """Per op: calls replayed without Python, calls recorded, calls run in
+    Python, signatures seen (and how many replay), and the last reason a
+    signature could not be replayed."""
+    return _C._launcher_stats()
+
+
+def forget_launches(op: str = "") -> None:
+    """Drops the recorded signatures of one op, or of every op."""
+    _C._launcher_forget(op)

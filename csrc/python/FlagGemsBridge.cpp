@@ -19,6 +19,7 @@
 #include "aten/Routing.h"
 #include "common.h"
 #include "python/FlagGemsBridge.h"
+#include "python/FlagGemsLauncher.h"
 
 namespace py = pybind11;
 
@@ -29,6 +30,8 @@ std::mutex functions_mutex;
 // Owned Python references; released never (process lifetime), as the
 // interpreter may be gone at static destruction.
 auto* functions = new std::unordered_map<std::string, PyObject*>();
+// torch_fl._launch_capture.capture, once FlagGems functions are installed.
+PyObject* recorder = nullptr;
 
 PyObject* function_for(const OpPlan& plan) {
   std::lock_guard<std::mutex> lock(functions_mutex);
@@ -168,20 +171,43 @@ void warn_once(const OpPlan& plan, const std::string& message) {
              "FLAGOS_FLAGGEMS_STRICT=1 makes this an error.");
 }
 
+// Runs the FlagGems function of the op (under the recorder when the
+// launcher asks for a record of these arguments); the results replace the
+// arguments on the stack.
+void call_function(const c10::OperatorHandle& op, const OpPlan& plan, launcher::Lookup& look,
+                   torch::jit::Stack* stack) {
+  PyObject* fn = function_for(plan);
+  if (!look.record || !recorder) {
+    auto [args, kwargs] = to_python(op.schema(), stack);
+    py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
+    launcher::count_python_call(plan);
+    return push_results(op.schema(), stack, out);
+  }
+  py::list inputs;
+  for (const at::Tensor& t : launcher::tensor_arguments(op, *stack)) inputs.append(py::cast(t));
+  auto [args, kwargs] = to_python(op.schema(), stack);
+  auto recorded = py::cast<py::tuple>(py::reinterpret_borrow<py::object>(recorder)(
+      py::reinterpret_borrow<py::object>(fn), args, kwargs, inputs, op.schema().returns().size()));
+  launcher::remember(plan, std::move(look.key), recorded[1]);
+  push_results(op.schema(), stack, recorded[0]);
+}
+
 void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
   const size_t n = op.schema().arguments().size();
   // Kept so that a call FlagGems refuses (unsupported dtype, layout, shape)
   // can still run on the vendor's kernel with the same arguments.
   const size_t base = stack->size() - n;
   std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
+  launcher::Lookup look = launcher::lookup(op, plan, *stack);
+  if (look.plan) {
+    launcher::replay(*look.plan, op, stack);
+    return keep_results_in_written_arguments(op.schema(), saved, stack);
+  }
   std::string failure;
   {
     py::gil_scoped_acquire gil;
-    PyObject* fn = function_for(plan);
     try {
-      auto [args, kwargs] = to_python(op.schema(), stack);
-      py::object out = py::reinterpret_borrow<py::object>(fn)(*args, **kwargs);
-      push_results(op.schema(), stack, out);
+      call_function(op, plan, look, stack);
       keep_results_in_written_arguments(op.schema(), saved, stack);
       return;
     } catch (py::error_already_set& e) {
@@ -203,7 +229,13 @@ void set_flaggems_function(const std::string& op_name, py::object fn) {
   auto& slot = (*functions)[op_name];
   Py_XDECREF(slot);
   slot = fn.release().ptr();
+  launcher::forget(op_name);
   set_flaggems_invoker(&invoke_flaggems);
+}
+
+void set_launch_recorder(py::object fn) {
+  Py_XDECREF(recorder);
+  recorder = fn.is_none() ? nullptr : fn.release().ptr();
 }
 
 }  // namespace torch_fl

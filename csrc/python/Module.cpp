@@ -14,6 +14,7 @@
 #include "aten/RoutingState.h"
 #include "common.h"
 #include "python/FlagGemsBridge.h"
+#include "python/FlagGemsLauncher.h"
 #include "runtime/Generator.h"
 
 namespace py = pybind11;
@@ -197,6 +198,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("_set_flaggems_ops", &routing_state::set_flaggems_ops);
   m.def("_set_log_dispatch", &set_log_dispatch);
   m.def("_set_flaggems_function", &set_flaggems_function);
+  m.def("_set_launch_recorder", &set_launch_recorder);
+  m.def("_launcher_enabled", &launcher::enabled);
+  m.def("_launcher_set_enabled", &launcher::set_enabled);
+  m.def("_launcher_stats", &launcher::stats);
+  m.def("_launcher_forget", &launcher::forget, py::arg("op") = "");
+  m.def("_launcher_keep_launches", &launcher::keep_launches);
+  m.def("_launcher_kept_launches", &launcher::recorded_launches);
   m.def("_claim_ops", &claim_ops);
   m.def("_composite_ops_with_native_kernels", &composite_ops_with_native_kernels);
   m.def("_op_exists", [](const std::string& op) {

@@ -139,6 +139,25 @@ typedef void (*flagos_host_fn_t)(void *user_data);
 FLAGOS_API flagos_status_t flagos_launch_host_func(flagos_stream_t stream, flagos_host_fn_t fn,
                                                    void *user_data);
 
+/*
+ * A compiled device kernel launched on a vendor stream: what FlagGems'
+ * Triton kernels are, once compiled. `function` is the vendor's kernel
+ * handle (a CUfunction on cuda), `params` points at one buffer per kernel
+ * parameter, in order. `native_stream` is the vendor's own stream handle
+ * (cudaStream_t; NULL is the legacy default stream), as torch's current
+ * stream hands it out. The host vendor runs no compiled device kernels:
+ * FLAGOS_ERROR_NOT_SUPPORTED.
+ */
+typedef struct flagos_kernel_launch {
+  void *function;
+  unsigned grid[3];
+  unsigned block[3];
+  unsigned shared_bytes;
+  void **params;
+} flagos_kernel_launch_t;
+FLAGOS_API flagos_status_t flagos_launch_kernel(const flagos_kernel_launch_t *launch,
+                                                void *native_stream);
+
 enum { FLAGOS_EVENT_DEFAULT = 0, FLAGOS_EVENT_DISABLE_TIMING = 1 };
 
 FLAGOS_API flagos_status_t flagos_event_create(flagos_event_t *event, unsigned flags);

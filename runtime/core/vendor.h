@@ -55,6 +55,8 @@ typedef struct flagos_vendor_ops {
   flagos_status_t (*stream_priority)(flagos_stream_t stream, int *priority);
   flagos_status_t (*stream_native_handle)(flagos_stream_t stream, void **handle);
   flagos_status_t (*launch_host_func)(flagos_stream_t stream, flagos_host_fn_t fn, void *data);
+  /* may be NULL: the vendor runs no compiled device kernels */
+  flagos_status_t (*launch_kernel)(const flagos_kernel_launch_t *launch, void *native_stream);
 
   flagos_status_t (*event_create)(flagos_event_t *event, unsigned flags);
   flagos_status_t (*event_destroy)(flagos_event_t event);

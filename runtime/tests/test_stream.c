@@ -199,6 +199,23 @@ static void ordering(void) {
   buffers_free(&buf);
 }
 
+/* The host vendor runs no compiled device kernels: a clear refusal, after
+ * the checks every vendor shares. */
+static void kernel_launch(void) {
+  int dummy = 0;
+  void *params[] = {&dummy};
+  flagos_kernel_launch_t launch = {(void *)&dummy, {1, 1, 1}, {32, 1, 1}, 0, params};
+  CHECK_ERR(flagos_launch_kernel(NULL, NULL), FLAGOS_ERROR_INVALID_ARGUMENT, "launch is NULL");
+  CHECK_ERR(flagos_launch_kernel(&launch, NULL), FLAGOS_ERROR_NOT_SUPPORTED,
+            "host vendor runs no compiled device kernels");
+  launch.grid[1] = 0;
+  CHECK_ERR(flagos_launch_kernel(&launch, NULL), FLAGOS_ERROR_INVALID_ARGUMENT, "grid 1x0x1");
+  launch.grid[1] = 1;
+  launch.function = NULL;
+  CHECK_ERR(flagos_launch_kernel(&launch, NULL), FLAGOS_ERROR_INVALID_ARGUMENT,
+            "kernel handle is NULL");
+}
+
 int main(void) {
   setenv("FLAGOS_VENDOR", "host", 1);
   setenv("FLAGOS_HOST_DEVICES", "2", 1);
@@ -206,5 +223,6 @@ int main(void) {
   handles();
   sync_copy_order();
   ordering();
+  kernel_launch();
   return check_report();
 }

@@ -117,6 +117,10 @@ typedef struct cuda_api {
   CUresult (*cuDeviceGetName)(char *, int, CUdevice);
   CUresult (*cuDeviceTotalMem)(size_t *, CUdevice);
   CUresult (*cuPointerGetAttribute)(void *, int, CUdeviceptr);
+  CUresult (*cuLaunchKernel)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                             unsigned by, unsigned bz, unsigned shared, void *stream,
+                             void **params, void **extra);
+  CUresult (*cuGetErrorString)(CUresult, const char **);
 } cuda_api_t;
 
 #define SYM(field, name) {name, offsetof(cuda_api_t, field)}
@@ -166,6 +170,8 @@ static const struct {
     SYM(cuDeviceGetName, "cuDeviceGetName"),
     SYM(cuDeviceTotalMem, "cuDeviceTotalMem_v2"),
     SYM(cuPointerGetAttribute, "cuPointerGetAttribute"),
+    SYM(cuLaunchKernel, "cuLaunchKernel"),
+    SYM(cuGetErrorString, "cuGetErrorString"),
 };
 #undef SYM
 
@@ -832,6 +838,26 @@ static flagos_status_t cuda_stream_native_handle(flagos_stream_t stream, void **
   return FLAGOS_SUCCESS;
 }
 
+/* Kernels run in the current CUDA context of the stream's device, which
+ * is the one torch (and Triton, which loaded the kernel) made primary. */
+static flagos_status_t cuda_launch_kernel(const flagos_kernel_launch_t *launch, void *stream) {
+  if (!api.cuLaunchKernel)
+    return flagos_set_error(FLAGOS_ERROR_NOT_SUPPORTED,
+                            "cuda: the driver library libcuda.so.1 (cuLaunchKernel) is not loaded");
+  CUresult r = api.cuLaunchKernel(launch->function, launch->grid[0], launch->grid[1],
+                                  launch->grid[2], launch->block[0], launch->block[1],
+                                  launch->block[2], launch->shared_bytes, stream, launch->params,
+                                  NULL);
+  if (r == 0) return FLAGOS_SUCCESS;
+  const char *why = NULL;
+  if (api.cuGetErrorString) api.cuGetErrorString(r, &why);
+  return flagos_set_error(FLAGOS_ERROR_VENDOR,
+                          "cuda: cuLaunchKernel of kernel %p (grid %ux%ux%u, block %u, %u bytes "
+                          "shared) failed: %s (CUresult %d)",
+                          launch->function, launch->grid[0], launch->grid[1], launch->grid[2],
+                          launch->block[0], launch->shared_bytes, why ? why : "unknown error", r);
+}
+
 static flagos_status_t cuda_launch_host_func(flagos_stream_t stream, flagos_host_fn_t fn,
                                              void *data) {
   cuda_stream_t *s = as_stream(stream);
@@ -1006,6 +1032,7 @@ const flagos_vendor_ops_t flagos_vendor_cuda = {
     .stream_priority = cuda_stream_priority,
     .stream_native_handle = cuda_stream_native_handle,
     .launch_host_func = cuda_launch_host_func,
+    .launch_kernel = cuda_launch_kernel,
     .event_create = cuda_event_create,
     .event_destroy = cuda_event_destroy,
     .event_record = cuda_event_record,

@@ -1,0 +1,456 @@
+// FlagGemsLauncher.cpp - records of FlagGems calls, and their replay.
+#include "python/FlagGemsLauncher.h"
+
+#include <ATen/ops/as_strided.h>
+#include <ATen/ops/empty_strided.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/csrc/Dtype.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "common.h"
+#include "flagos/flagos.h"
+
+namespace py = pybind11;
+
+namespace torch_fl {
+namespace launcher {
+
+enum class Source : uint8_t { Input = 0, Allocation = 1 };
+
+struct Pointer {
+  uint32_t param;   // which kernel parameter
+  Source source;
+  uint32_t index;   // into the tensor arguments or the allocations
+  int64_t offset;   // bytes from that tensor's data pointer
+};
+
+struct KernelLaunch {
+  void* function;
+  unsigned grid[3];
+  unsigned block;
+  unsigned shared;
+  std::vector<uint64_t> bytes;      // every parameter, 8-byte aligned slots
+  std::vector<uint32_t> slot;       // parameter -> its first 8-byte slot
+  std::vector<Pointer> pointers;
+};
+
+struct Allocation {
+  std::vector<int64_t> sizes, strides;
+  at::ScalarType dtype;
+};
+
+struct Result {
+  Source source;
+  uint32_t index;
+  bool same;  // the argument itself (in-place and out= results)
+  int64_t offset;
+  std::vector<int64_t> sizes, strides;
+};
+
+struct Plan {
+  std::vector<Allocation> allocations;
+  std::vector<KernelLaunch> launches;
+  std::vector<Result> results;
+};
+
+namespace {
+
+constexpr size_t kMaxSignatures = 1024;  // per op; later ones run in Python
+
+struct KeyHash {
+  size_t operator()(const std::vector<int64_t>& key) const {
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t v : key) h = (h ^ static_cast<uint64_t>(v)) * 1099511628211ull;
+    return static_cast<size_t>(h);
+  }
+};
+
+enum class State { Fresh, Seen, Replay, Python };
+
+struct Entry {
+  State state = State::Fresh;
+  std::shared_ptr<const Plan> plan;
+  PyObject* first = nullptr;  // the first record, until a second one agrees
+};
+
+struct OpCache {
+  const OpPlan* op;
+  std::unordered_map<std::vector<int64_t>, Entry, KeyHash> entries;
+  std::atomic<uint64_t> replayed{0}, recorded{0}, python{0};
+  std::string reason;  // the last refusal
+};
+
+std::mutex mutex;
+// Plans live as long as the process; so do their caches.
+auto* caches = new std::unordered_map<const OpPlan*, std::unique_ptr<OpCache>>();
+std::atomic<bool> on{[] {
+  const char* v = std::getenv("FLAGOS_FLAGGEMS_LAUNCHER");
+  return !(v && std::string(v) == "0");
+}()};
+std::atomic<bool> keeping{false};
+std::mutex kept_mutex;
+std::vector<std::tuple<uintptr_t, std::vector<unsigned>, unsigned, unsigned, std::vector<std::string>>> kept;
+
+OpCache& cache_of(const OpPlan& plan) {
+  auto& slot = (*caches)[&plan];
+  if (!slot) {
+    slot = std::make_unique<OpCache>();
+    slot->op = &plan;
+  }
+  return *slot;
+}
+
+// Kinds of key entries: the argument kind, then its content.
+enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool, kString, kDevice, kComplex };
+
+struct KeyBuilder {
+  std::vector<int64_t> key;
+  c10::SmallVector<const void*, 8> pointers;
+
+  bool tensor(const at::Tensor& t) {
+    if (!t.defined()) {
+      key.push_back(kUndefined);
+      return true;
+    }
+    if (t.layout() != c10::kStrided) return false;
+    const void* p = t.const_data_ptr();
+    key.push_back(kTensor);
+    key.push_back(static_cast<int64_t>(t.scalar_type()) * 4 + t.is_conj() * 2 + t.is_neg());
+    key.push_back(t.dim());
+    key.insert(key.end(), t.sizes().begin(), t.sizes().end());
+    key.insert(key.end(), t.strides().begin(), t.strides().end());
+    // Triton specializes pointers on 16-byte alignment; the record is
+    // only good for arguments aligned as they were.
+    key.push_back(reinterpret_cast<uintptr_t>(p) % 16 == 0);
+    int64_t same = -1;
+    for (size_t i = 0; i < pointers.size(); ++i) {
+      if (pointers[i] == p) {
+        same = static_cast<int64_t>(i);
+        break;
+      }
+    }
+    key.push_back(same);
+    pointers.push_back(p);
+    return true;
+  }
+
+  bool value(const c10::IValue& v) {
+    if (v.isTensor()) return tensor(v.toTensor());
+    if (v.isNone()) return key.push_back(kNone), true;
+    if (v.isInt()) return key.push_back(kInt), key.push_back(v.toInt()), true;
+    if (v.isBool()) return key.push_back(kBool), key.push_back(v.toBool()), true;
+    if (v.isDouble()) {
+      double d = v.toDouble();
+      int64_t bits;
+      std::memcpy(&bits, &d, sizeof bits);
+      return key.push_back(kDouble), key.push_back(bits), true;
+    }
+    if (v.isComplexDouble()) {
+      auto c = v.toComplexDouble();
+      double parts[2] = {c.real(), c.imag()};
+      int64_t bits[2];
+      std::memcpy(bits, parts, sizeof bits);
+      return key.push_back(kComplex), key.push_back(bits[0]), key.push_back(bits[1]), true;
+    }
+    if (v.isString()) {
+      const std::string& s = v.toStringRef();
+      key.push_back(kString);
+      key.push_back(static_cast<int64_t>(s.size()));
+      for (size_t i = 0; i < s.size(); i += 8) {
+        int64_t chunk = 0;
+        std::memcpy(&chunk, s.data() + i, std::min<size_t>(8, s.size() - i));
+        key.push_back(chunk);
+      }
+      return true;
+    }
+    if (v.isDevice()) {
+      return key.push_back(kDevice), key.push_back(static_cast<int64_t>(v.toDevice().type())),
+             key.push_back(v.toDevice().index()), true;
+    }
+    if (v.isTensorList()) {
+      key.push_back(kList);
+      key.push_back(static_cast<int64_t>(v.toTensorList().size()));
+      for (const at::Tensor& t : v.toTensorList()) {
+        if (!tensor(t)) return false;
+      }
+      return true;
+    }
+    if (v.isOptionalTensorList()) {
+      key.push_back(kList);
+      key.push_back(static_cast<int64_t>(v.toOptionalTensorList().size()));
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+        if (!tensor(t.has_value() ? *t : at::Tensor())) return false;
+      }
+      return true;
+    }
+    if (v.isIntList() || v.isDoubleList() || v.isBoolList() || v.isList()) {
+      auto list = v.toListRef();
+      key.push_back(kList);
+      key.push_back(static_cast<int64_t>(list.size()));
+      for (const c10::IValue& item : list) {
+        if (!value(item)) return false;
+      }
+      return true;
+    }
+    return false;  // generators, objects: not a signature
+  }
+};
+
+c10::DeviceType alias_device_type() {
+  return live_vendor() == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+}
+
+c10::DeviceIndex current_alias_device() {
+  return c10::impl::getDeviceGuardImpl(alias_device_type())->getDevice().index();
+}
+
+std::vector<int64_t> ints(const py::handle& seq) {
+  std::vector<int64_t> out;
+  for (const py::handle& v : seq) out.push_back(py::cast<int64_t>(v));
+  return out;
+}
+
+Source source_of(const py::handle& v) {
+  const auto s = py::cast<int>(v);
+  TORCH_CHECK(s == 0 || s == 1, "flagos: a launch record names source ", s);
+  return static_cast<Source>(s);
+}
+
+// The record made by torch_fl/_launch_capture.py: (allocations, launches,
+// results); see that file for each item's form.
+std::shared_ptr<const Plan> parse(const py::tuple& record) {
+  TORCH_CHECK(record.size() == 3, "flagos: a launch record has ", record.size(), " parts, not 3");
+  auto plan = std::make_shared<Plan>();
+  for (const py::handle& a : record[0]) {
+    auto item = py::cast<py::tuple>(a);
+    PyObject* dtype = item[2].ptr();
+    TORCH_CHECK(THPDtype_Check(dtype), "flagos: a recorded allocation has no dtype");
+    plan->allocations.push_back({ints(item[0]), ints(item[1]), reinterpret_cast<THPDtype*>(dtype)->scalar_type});
+  }
+  for (const py::handle& l : record[1]) {
+    auto item = py::cast<py::tuple>(l);
+    KernelLaunch launch;
+    launch.function = reinterpret_cast<void*>(py::cast<uintptr_t>(item[0]));
+    auto grid = ints(item[1]);
+    TORCH_CHECK(grid.size() == 3, "flagos: a recorded grid has ", grid.size(), " dimensions");
+    for (int i = 0; i < 3; ++i) launch.grid[i] = static_cast<unsigned>(grid[i]);
+    launch.block = py::cast<unsigned>(item[2]);
+    launch.shared = py::cast<unsigned>(item[3]);
+    uint32_t param = 0;
+    for (const py::handle& p : item[4]) {
+      launch.slot.push_back(static_cast<uint32_t>(launch.bytes.size()));
+      if (py::isinstance<py::bytes>(p)) {
+        std::string raw = py::cast<std::string>(p);
+        TORCH_CHECK(!raw.empty() && raw.size() <= 8, "flagos: a recorded parameter has ", raw.size(), " bytes");
+        uint64_t slot = 0;
+        std::memcpy(&slot, raw.data(), raw.size());
+        launch.bytes.push_back(slot);
+      } else {
+        auto ptr = py::cast<py::tuple>(p);
+        launch.pointers.push_back({param, source_of(ptr[0]), py::cast<uint32_t>(ptr[1]), py::cast<int64_t>(ptr[2])});
+        launch.bytes.push_back(0);
+      }
+      ++param;
+    }
+    plan->launches.push_back(std::move(launch));
+  }
+  for (const py::handle& r : record[2]) {
+    auto item = py::cast<py::tuple>(r);
+    Result result{source_of(item[0]), py::cast<uint32_t>(item[1]), item[3].is_none(), py::cast<int64_t>(item[2]), {}, {}};
+    if (!result.same) {
+      result.sizes = ints(item[3]);
+      result.strides = ints(item[4]);
+    }
+    plan->results.push_back(std::move(result));
+  }
+  return plan;
+}
+
+void append_tensors(const c10::IValue& v, std::vector<at::Tensor>* out) {
+  if (v.isTensor()) {
+    out->push_back(v.toTensor());
+  } else if (v.isTensorList()) {
+    for (const at::Tensor& t : v.toTensorList()) out->push_back(t);
+  } else if (v.isOptionalTensorList()) {
+    for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) out->push_back(t.has_value() ? *t : at::Tensor());
+  }
+}
+
+// `bytes` holds the parameters with this call's pointers patched in.
+void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
+  c10::SmallVector<void*, 32> params(k.slot.size());
+  for (size_t i = 0; i < k.slot.size(); ++i) params[i] = const_cast<uint64_t*>(bytes + k.slot[i]);
+  if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
+    std::vector<std::string> kept_params;
+    for (void* p : params) kept_params.emplace_back(static_cast<const char*>(p), 8);
+    std::lock_guard<std::mutex> lock(kept_mutex);
+    kept.emplace_back(reinterpret_cast<uintptr_t>(k.function), std::vector<unsigned>{k.grid[0], k.grid[1], k.grid[2]},
+                      k.block, k.shared, std::move(kept_params));
+    return;
+  }
+  flagos_kernel_launch_t desc{k.function, {k.grid[0], k.grid[1], k.grid[2]}, {k.block, 1, 1}, k.shared, params.data()};
+  FLAGOS_CHECK(flagos_launch_kernel(&desc, stream));
+}
+
+}  // namespace
+
+bool enabled() { return on.load(std::memory_order_relaxed); }
+void set_enabled(bool value) { on.store(value); }
+
+std::vector<at::Tensor> tensor_arguments(const c10::OperatorHandle& op, const torch::jit::Stack& stack) {
+  std::vector<at::Tensor> out;
+  const size_t n = op.schema().arguments().size();
+  for (size_t i = stack.size() - n; i < stack.size(); ++i) append_tensors(stack[i], &out);
+  return out;
+}
+
+void count_python_call(const OpPlan& plan) {
+  std::lock_guard<std::mutex> lock(mutex);
+  cache_of(plan).python.fetch_add(1, std::memory_order_relaxed);
+}
+
+Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
+  Lookup out;
+  if (!enabled() || plan.backend.load(std::memory_order_relaxed) != FLAGOS_BACKEND_FLAGOS) return out;
+  KeyBuilder key;
+  const size_t n = op.schema().arguments().size();
+  key.key.reserve(64);
+  key.key.push_back(current_alias_device());
+  for (size_t i = stack.size() - n; i < stack.size(); ++i) {
+    if (!key.value(stack[i])) return out;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  OpCache& cache = cache_of(plan);
+  auto it = cache.entries.find(key.key);
+  if (it == cache.entries.end()) {
+    out.record = cache.entries.size() < kMaxSignatures;
+  } else if (it->second.state == State::Replay) {
+    out.plan = it->second.plan;
+    cache.replayed.fetch_add(1, std::memory_order_relaxed);
+    return out;
+  } else {
+    out.record = it->second.state != State::Python;
+  }
+  if (out.record) out.key = std::move(key.key);
+  return out;
+}
+
+void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& record) {
+  std::lock_guard<std::mutex> lock(mutex);
+  OpCache& cache = cache_of(plan);
+  cache.recorded.fetch_add(1, std::memory_order_relaxed);
+  if (cache.entries.size() >= kMaxSignatures && !cache.entries.count(key)) return;
+  Entry& entry = cache.entries[std::move(key)];
+  auto give_up = [&](std::string why) {
+    entry.state = State::Python;
+    Py_CLEAR(entry.first);
+    cache.reason = std::move(why);
+  };
+  if (entry.state == State::Python || entry.state == State::Replay) return;
+  if (py::isinstance<py::str>(record)) return give_up(py::cast<std::string>(record));
+  if (entry.state == State::Fresh) {
+    entry.first = py::object(record).release().ptr();
+    entry.state = State::Seen;
+    return;
+  }
+  const int agree = PyObject_RichCompareBool(entry.first, record.ptr(), Py_EQ);
+  if (agree != 1) {
+    PyErr_Clear();
+    return give_up("its launches differ between two calls with the same arguments (random or data-dependent)");
+  }
+  try {
+    entry.plan = parse(py::cast<py::tuple>(record));
+    entry.state = State::Replay;
+    Py_CLEAR(entry.first);
+  } catch (const std::exception& e) {
+    give_up(e.what());
+  }
+}
+
+void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const std::vector<at::Tensor> inputs = tensor_arguments(op, *stack);
+  const c10::DeviceType type = alias_device_type();
+  const c10::Device device(type, current_alias_device());
+  c10::SmallVector<at::Tensor, 4> allocations;
+  for (const Allocation& a : plan.allocations) {
+    allocations.push_back(at::empty_strided(a.sizes, a.strides, at::TensorOptions().dtype(a.dtype).device(device)));
+  }
+  auto base = [&](Source s, uint32_t i) -> const at::Tensor& {
+    return s == Source::Input ? inputs[i] : allocations[i];
+  };
+  void* stream = nullptr;  // the host vendor has none (and no kernels)
+  if (type == c10::DeviceType::CUDA && !keeping.load(std::memory_order_relaxed)) {
+    const auto* guard = c10::impl::getDeviceGuardImpl(type);
+    stream = guard->getStreamNativeHandle(guard->getStream(device));
+  }
+  for (const KernelLaunch& k : plan.launches) {
+    c10::SmallVector<uint64_t, 32> bytes(k.bytes.begin(), k.bytes.end());
+    for (const Pointer& p : k.pointers) {
+      bytes[k.slot[p.param]] = reinterpret_cast<uintptr_t>(base(p.source, p.index).const_data_ptr()) + p.offset;
+    }
+    launch(k, bytes.data(), stream);
+  }
+  torch::jit::drop(*stack, op.schema().arguments().size());
+  for (const Result& r : plan.results) {
+    const at::Tensor& b = base(r.source, r.index);
+    if (r.same) {
+      stack->push_back(b);
+      continue;
+    }
+    const int64_t itemsize = static_cast<int64_t>(b.element_size());
+    stack->push_back(at::as_strided(b, r.sizes, r.strides, b.storage_offset() + r.offset / itemsize));
+  }
+}
+
+void forget(const std::string& op_name) {
+  std::lock_guard<std::mutex> lock(mutex);
+  for (auto& [op, cache] : *caches) {
+    if (!op_name.empty() && op->name != op_name) continue;
+    for (auto& [key, entry] : cache->entries) Py_CLEAR(entry.first);
+    cache->entries.clear();
+  }
+}
+
+py::dict stats() {
+  py::dict out;
+  std::lock_guard<std::mutex> lock(mutex);
+  for (const auto& [op, cache] : *caches) {
+    size_t replayable = 0;
+    for (const auto& [key, entry] : cache->entries) replayable += entry.state == State::Replay;
+    py::dict d;
+    d["replayed"] = cache->replayed.load();
+    d["recorded"] = cache->recorded.load();
+    d["python"] = cache->python.load();
+    d["signatures"] = cache->entries.size();
+    d["replayable_signatures"] = replayable;
+    d["reason"] = cache->reason;
+    out[py::str(op->name)] = d;
+  }
+  return out;
+}
+
+void keep_launches(bool value) {
+  std::lock_guard<std::mutex> lock(kept_mutex);
+  keeping.store(value);
+  kept.clear();
+}
+
+py::list recorded_launches() {
+  std::lock_guard<std::mutex> lock(kept_mutex);
+  py::list out;
+  for (const auto& [function, grid, block, shared, params] : kept) {
+    py::list bytes;
+    for (const std::string& b : params) bytes.append(py::bytes(b));
+    out.append(py::make_tuple(function, py::make_tuple(grid[0], grid[1], grid[2]), block, shared, bytes));
+  }
+  return out;
+}
+
+}  // namespace launcher
+}  // namespace torch_fl

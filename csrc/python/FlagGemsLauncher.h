@@ -1,0 +1,64 @@
+// FlagGemsLauncher.h - FlagGems' kernels without FlagGems' Python.
+//
+// A FlagGems function spends ~70 us of Python per call (argument checks,
+// dtype promotion, its kernel cache, Triton's launcher) to launch kernels
+// that take a few. For an argument signature it has seen (op, dtypes,
+// shapes, strides, pointer alignment, aliasing, scalar values, device),
+// the launcher allocates what the function allocated and launches the
+// kernels it launched, with the new pointers, from C++. A new signature
+// runs the Python function under torch_fl/_launch_capture.py, which
+// records it; a signature is replayed once two records of it agree.
+#pragma once
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "aten/Routing.h"
+
+namespace torch_fl {
+namespace launcher {
+
+struct Plan;
+
+// What to do with one call routed to FlagGems.
+struct Lookup {
+  std::shared_ptr<const Plan> plan;  // set: replay it
+  bool record = false;               // run the function under the recorder
+  std::vector<int64_t> key;
+};
+
+bool enabled();
+void set_enabled(bool on);
+
+// The arguments are the last schema().arguments().size() entries of stack.
+Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack);
+
+// The tensor arguments in stack order (lists flattened), as a record and a
+// replay index them.
+std::vector<at::Tensor> tensor_arguments(const c10::OperatorHandle& op, const torch::jit::Stack& stack);
+
+// Replaces the arguments on the stack by the results.
+void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* stack);
+
+// Stores a record (a plan tuple, or the reason as a str). GIL held.
+void remember(const OpPlan& plan, std::vector<int64_t> key, const pybind11::object& record);
+
+// Drops the records of one op (its function changed), or all ("").
+void forget(const std::string& op_name);
+
+// {op: {"replayed", "recorded", "python", "signatures", "reason"}}.
+pybind11::dict stats();
+
+void count_python_call(const OpPlan& plan);
+
+// Tests: instead of launching, keep each launch as (function, grid, block,
+// shared bytes, [parameter bytes]) for `recorded_launches`.
+void keep_launches(bool on);
+pybind11::list recorded_launches();
+
+}  // namespace launcher
+}  // namespace torch_fl

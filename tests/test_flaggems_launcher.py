@@ -1,0 +1,248 @@
+"""The FlagGems launcher on CPU CI: stand-in kernels report their launches
+as Triton's launcher hook does (torch_fl._launch_capture.note_launch), and
+the launcher's records, keys and replays are checked with launches kept
+instead of run (the host vendor runs no compiled kernels). The values the
+replayed kernels compute are checked on the GPU (test_flaggems_gpu.py).
+"""
+import struct
+
+import pytest
+
+from conftest import VENDOR, run_python
+from test_flaggems_bridge import _HARNESS, _results
+
+pytestmark = [pytest.mark.anyplatform]
+
+on_host = pytest.mark.skipif(
+    VENDOR != "host", reason=f"stand-in kernels get CPU aliases on the host vendor only (live vendor: {VENDOR})")
+
+_SUITE = r'''
+import struct
+from torch.utils._python_dispatch import _disable_current_modes
+from torch_fl import _launch_capture
+from torch_fl import _C
+
+ADD, MUL, SEEDED, CACHED = 0xADD0, 0x1110, 0x5EED, 0xCAC4E
+calls = {}
+seed = [0]
+cached = {}
+
+def kernel(name, function, signature, args, grid=(1, 1, 1)):
+    calls[name] = calls.get(name, 0) + 1
+    _launch_capture.note_launch(grid, function, 4, 1, 0, signature, args)
+
+def add(a, b, *, alpha=1):
+    out = torch.empty_like(a)
+    kernel("add", ADD, ("*fp32", "*fp32", "*fp32", "i32", "fp32", "constexpr"), (a, b, out, a.numel(), alpha, 1024))
+    with _disable_current_modes():  # what the kernel computes
+        out.copy_(a + alpha * b)
+    return out
+
+def mul_(a, b):
+    kernel("mul_", MUL, ("*fp32", "*fp32", "i64"), (a, b, a.numel()))
+    with _disable_current_modes():
+        a.mul_(b)
+    return a
+
+def seeded_neg(x):
+    out = torch.empty_like(x)
+    seed[0] += 1  # as a random op's philox seed: differs at every call
+    kernel("neg", SEEDED, ("*fp32", "*fp32", "u64"), (x, out, seed[0]))
+    with _disable_current_modes():
+        out.copy_(-x)
+    return out
+
+def cached_abs(x):
+    out = torch.empty_like(x)
+    if "t" not in cached:
+        with _disable_current_modes():
+            cached["t"] = torch.zeros(1)
+    kernel("abs", CACHED, ("*fp32", "*fp32", "*fp32"), (x, out, cached["t"]))
+    with _disable_current_modes():
+        out.copy_(x.abs())
+    return out
+
+def cloning_exp(x):
+    kernel("exp", ADD, ("*fp32",), (x,))
+    return torch.ops.aten.exp.default(x.clone())
+
+flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
+                            "exp": cloning_exp})
+dev = "flagos"
+
+def u64(b):
+    return struct.unpack("<Q", b)[0]
+
+def replayed(fn):
+    _C._launcher_keep_launches(True)
+    try:
+        out = fn()
+        return out, _C._launcher_kept_launches()
+    finally:
+        _C._launcher_keep_launches(False)
+
+@check
+def test_second_agreeing_record_then_replay_without_python():
+    a, b = torch.randn(6, device=dev), torch.randn(6, device=dev)
+    for _ in range(2):  # two records that agree
+        r = torch.add(a, b, alpha=2)
+        assert torch.allclose(r.cpu(), a.cpu() + 2 * b.cpu())
+    before = calls["add"]
+    x, y = torch.randn(6, device=dev), torch.randn(6, device=dev)
+    out, kept = replayed(lambda: torch.add(x, y, alpha=2))
+    assert calls["add"] == before, "a replay ran the Python function"
+    assert len(kept) == 1, kept
+    function, grid, block, shared, params = kept[0]
+    assert (function, grid, block, shared) == (ADD, (1, 1, 1), 128, 0)
+    # a, b, out, numel (i32), alpha (fp32), then the two scratch pointers
+    assert len(params) == 7
+    assert u64(params[0]) == x.data_ptr() and u64(params[1]) == y.data_ptr()
+    assert u64(params[2]) not in (0, x.data_ptr(), y.data_ptr())
+    assert struct.unpack("<i", params[3][:4])[0] == 6
+    assert struct.unpack("<f", params[4][:4])[0] == 2.0
+    assert params[5] == params[6] == bytes(8)
+    assert out.device.type == "flagos" and out.shape == (6,) and out.dtype == torch.float32
+    st = flaggems.launcher_stats()["add.Tensor"]
+    assert st["replayed"] == 1 and st["replayable_signatures"] == 1, st
+
+@check
+def test_new_shape_scalar_or_alignment_is_a_new_signature():
+    a, b = torch.randn(6, device=dev), torch.randn(6, device=dev)  # replayable with alpha=2
+    for args in [(torch.randn(7, device=dev), torch.randn(7, device=dev), 2),
+                 (a, b, 3),
+                 (torch.randn(7, device=dev)[1:], b, 2)]:  # 4 bytes off 16-byte alignment
+        before = calls["add"]
+        _, kept = replayed(lambda: torch.add(args[0], args[1], alpha=args[2]))
+        assert calls["add"] == before + 1 and kept == [], (args, kept)
+
+@check
+def test_inplace_replay_writes_the_argument_and_returns_it():
+    x, y = torch.ones(4, device=dev), torch.full((4,), 3.0, device=dev)
+    x.mul_(y); x.mul_(y)
+    assert x.cpu().tolist() == [9.0] * 4
+    before = calls["mul_"]
+    out, kept = replayed(lambda: x.mul_(y))
+    assert out is x and calls["mul_"] == before
+    assert u64(kept[0][4][0]) == x.data_ptr() and u64(kept[0][4][1]) == y.data_ptr()
+    assert struct.unpack("<q", kept[0][4][2])[0] == 4
+
+@check
+def test_launches_that_differ_between_calls_are_never_replayed():
+    x = torch.randn(5, device=dev)
+    for _ in range(4):
+        assert torch.equal(torch.neg(x).cpu(), -x.cpu())
+    assert calls["neg"] == 4
+    st = flaggems.launcher_stats()["neg"]
+    assert st["replayed"] == 0 and "differ between two calls" in st["reason"], st
+
+@check
+def test_memory_outside_arguments_and_allocations_is_never_replayed():
+    x = torch.randn(5, device=dev)
+    for _ in range(3):
+        assert torch.equal(torch.abs(x).cpu(), x.cpu().abs())
+    st = flaggems.launcher_stats()["abs"]
+    assert calls["abs"] == 3 and st["replayed"] == 0 and "neither an argument" in st["reason"], st
+
+@check
+def test_other_aten_ops_are_never_replayed():
+    x = torch.randn(5, device=dev)
+    for _ in range(3):
+        assert torch.allclose(torch.exp(x).cpu(), x.cpu().exp())
+    st = flaggems.launcher_stats()["exp"]
+    assert calls["exp"] == 3 and st["replayed"] == 0 and "ATen op aten::clone" in st["reason"], st
+
+@check
+def test_flagos_python_route_and_disabled_launcher_always_run_python():
+    a, b = torch.randn(3, device=dev), torch.randn(3, device=dev)
+    torch.add(a, b); torch.add(a, b)
+    with routing.override_ops({"add.Tensor": "flagos_python"}):
+        before = calls["add"]
+        torch.add(a, b)
+        assert calls["add"] == before + 1
+    flaggems.set_launcher_enabled(False)
+    try:
+        before = calls["add"]
+        torch.add(a, b)
+        assert calls["add"] == before + 1 and not flaggems.launcher_enabled()
+    finally:
+        flaggems.set_launcher_enabled(True)
+    before = calls["add"]
+    _, kept = replayed(lambda: torch.add(a, b))
+    assert calls["add"] == before and len(kept) == 1
+
+@check
+def test_replay_error_names_the_vendor_and_leaves_the_process_usable():
+    a, b = torch.randn(2, device=dev), torch.randn(2, device=dev)
+    torch.add(a, b); torch.add(a, b)
+    try:
+        torch.add(a, b)  # a real launch: the host vendor has no compiled kernels
+        raise AssertionError("the host vendor launched a kernel")
+    except RuntimeError as e:
+        assert "host vendor runs no compiled device kernels" in str(e), e
+    assert torch.equal((a * 2).cpu(), a.cpu() * 2)
+
+@check
+def test_forget_drops_the_records():
+    a, b = torch.randn(8, device=dev), torch.randn(8, device=dev)
+    torch.add(a, b); torch.add(a, b)
+    flaggems.forget_launches("add.Tensor")
+    assert flaggems.launcher_stats()["add.Tensor"]["signatures"] == 0
+    before = calls["add"]
+    torch.add(a, b)
+    assert calls["add"] == before + 1
+
+print("RESULTS " + __import__("json").dumps(RESULTS))
+'''
+
+CHECKS = [
+    "test_second_agreeing_record_then_replay_without_python",
+    "test_new_shape_scalar_or_alignment_is_a_new_signature",
+    "test_inplace_replay_writes_the_argument_and_returns_it",
+    "test_launches_that_differ_between_calls_are_never_replayed",
+    "test_memory_outside_arguments_and_allocations_is_never_replayed",
+    "test_other_aten_ops_are_never_replayed",
+    "test_flagos_python_route_and_disabled_launcher_always_run_python",
+    "test_replay_error_names_the_vendor_and_leaves_the_process_usable",
+    "test_forget_drops_the_records",
+]
+
+
+@pytest.fixture(scope="module")
+def suite_results():
+    return _results(run_python(_HARNESS + _SUITE))
+
+
+@on_host
+def test_suite_covers_every_check(suite_results):
+    assert sorted(suite_results) == sorted(CHECKS)
+
+
+@on_host
+@pytest.mark.parametrize("name", CHECKS)
+def test_launcher(suite_results, name):
+    result = suite_results.get(name, "did not run")
+    assert result == "ok", result
+
+
+@pytest.mark.parametrize("ty,value,expected", [
+    ("i32", -2, struct.pack("<i", -2)),
+    ("u64", 2**63, struct.pack("<Q", 2**63)),
+    ("i1", True, b"\x01"),
+    ("fp32", 3, struct.pack("<f", 3.0)),
+    ("fp16", 0.5, struct.pack("<e", 0.5)),
+    ("bf16", 1.0 + 2**-9, b"\x80\x3f"),  # truncated as Triton's pack_bf16 does
+    ("fp64", 0.1, struct.pack("<d", 0.1)),
+])
+def test_scalar_parameters_are_packed_as_triton_packs_them(ty, value, expected):
+    from torch_fl._launch_capture import _pack
+    assert _pack(ty, value) == expected
+
+
+def test_hook_reports_why_it_cannot_see_launches_without_triton():
+    from torch_fl import _launch_capture
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        assert "Triton's launcher is not available" in _launch_capture.install_triton_hook()
+    else:
+        pytest.skip("Triton is installed: the GPU tests check the hook")

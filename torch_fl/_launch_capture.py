@@ -1,0 +1,249 @@
+"""Records what a FlagGems function does for one argument signature, so that
+the C++ launcher (csrc/python/FlagGemsLauncher.cpp) can do it again without
+Python: the memory it allocates, the compiled kernels it launches (handle,
+grid, block, shared memory, every parameter) and where its results live.
+
+A call can be replayed only if that is all it does. The recording is
+refused, with the reason, when the function runs any other ATen op than an
+allocation or a view (a copy, a fill, a host read of device data), when a
+kernel gets a pointer outside the arguments and the recorded allocations
+(a cached tensor), when a launch needs Triton features the launcher does
+not reproduce (scratch memory, clusters, cooperative or PDL launches,
+tensor descriptors), or when a result is not a tensor. The C++ side records
+each signature twice and replays only if both records are equal, which
+keeps out what changes between calls with the same arguments (random seeds
+and offsets).
+
+Pointers are stored as (INPUT or ALLOCATION, index, byte offset from that
+tensor's data pointer); every other parameter as the bytes the kernel
+receives, packed as Triton's own launcher packs them.
+"""
+import struct
+import threading
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+INPUT, ALLOCATION = 0, 1
+_POINTER_BYTES = bytes(8)
+# After the kernel's own parameters Triton (3.5+) passes the global and the
+# profile scratch pointers; both are NULL for kernels that use neither, and
+# a CUDA kernel ignores parameter slots it does not declare.
+_SCRATCH_POINTERS = (_POINTER_BYTES, _POINTER_BYTES)
+
+_PACK = {
+    "i1": "<b", "i8": "<b", "i16": "<h", "i32": "<i", "i64": "<q",
+    "u1": "<B", "u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q",
+    "fp16": "<e", "fp32": "<f", "f32": "<f", "fp64": "<d",
+}
+
+_aten = torch.ops.aten
+_ALLOCATIONS = {
+    _aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
+    _aten.new_empty.default, _aten.new_empty_strided.default,
+}
+
+_local = threading.local()
+
+Pointer = Tuple[int, int, int]
+Param = Union[bytes, Pointer]
+
+
+def _pack(ty: str, value: Any) -> bytes:
+    if ty == "bf16":  # Triton's pack_bf16 truncates the float32 bits
+        return struct.pack("<H", struct.unpack("<I", struct.pack("<f", float(value)))[0] >> 16)
+    fmt = _PACK[ty]
+    return struct.pack(fmt, float(value) if fmt[-1] in "efd" else int(value))
+
+
+class _Recording:
+    def __init__(self, inputs: Sequence[torch.Tensor]):
+        self.inputs = list(inputs)
+        self.allocations: List[torch.Tensor] = []
+        self.launches: List[tuple] = []
+        self.refused: Optional[str] = None
+
+    def refuse(self, why: str) -> None:
+        if self.refused is None:
+            self.refused = why
+
+    def allocated(self, t: Any) -> None:
+        if not isinstance(t, torch.Tensor):
+            return self.refuse("an allocation returned no tensor")
+        if t.storage_offset() != 0:
+            return self.refuse("an allocation has a storage offset")
+        self.allocations.append(t)
+
+    def _bases(self):
+        for i, t in enumerate(self.inputs):
+            yield INPUT, i, t
+        for k, t in enumerate(self.allocations):
+            yield ALLOCATION, k, t
+
+    def locate(self, ptr: int) -> Optional[Pointer]:
+        """The tensor whose memory holds `ptr`, as (kind, index, offset)."""
+        found = None
+        for kind, index, t in self._bases():
+            storage = t.untyped_storage()
+            start = storage.data_ptr()
+            if not (start <= ptr < start + storage.nbytes() or ptr == start):
+                continue
+            if found is not None and found[3] != t.data_ptr():
+                self.refuse("a kernel pointer lies in two overlapping arguments")
+                return None
+            if found is None:
+                found = (kind, index, ptr - t.data_ptr(), t.data_ptr())
+        return None if found is None else found[:3]
+
+    def launch(self, grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int,
+               shared: int, signature: Optional[Sequence[Any]], args: Sequence[Any],
+               unsupported: Optional[str] = None) -> None:
+        if unsupported:
+            return self.refuse(unsupported)
+        if signature is None:
+            return self.refuse("a kernel's launcher was made before torch_fl's hook")
+        if len(signature) != len(args):
+            return self.refuse(f"a kernel has {len(signature)} parameters but got {len(args)} arguments")
+        if num_ctas != 1:
+            return self.refuse(f"a kernel launches clusters of {num_ctas} CTAs")
+        if grid[0] * grid[1] * grid[2] == 0:
+            return  # Triton launches nothing either
+        params: List[Param] = []
+        for ty, value in zip(signature, args):
+            if not isinstance(ty, str) or ty.startswith("tensordesc") or ty == "nvTmaDesc":
+                return self.refuse(f"a kernel takes a parameter of type {ty}")
+            if ty == "constexpr":
+                continue
+            if ty.startswith("*"):
+                ptr = value if isinstance(value, int) else (0 if value is None else value.data_ptr())
+                if ptr == 0:
+                    params.append(_POINTER_BYTES)
+                    continue
+                where = self.locate(ptr)
+                if where is None:
+                    return self.refuse("a kernel reads memory that is neither an argument nor "
+                                       "allocated by the call (a cached tensor)")
+                params.append(where)
+            elif ty in _PACK or ty == "bf16":
+                params.append(_pack(ty, value))
+            else:
+                return self.refuse(f"a kernel takes a parameter of type {ty}")
+        params.extend(_SCRATCH_POINTERS)
+        self.launches.append((int(function), tuple(grid), 32 * int(num_warps), int(shared), tuple(params)))
+
+    def _result(self, r: Any) -> Optional[tuple]:
+        if not isinstance(r, torch.Tensor):
+            self.refuse(f"it returns a {type(r).__name__}, not a tensor")
+            return None
+        for i, t in enumerate(self.inputs):
+            if r is t:
+                return (INPUT, i, 0, None, None)
+        for kind, index, t in self._bases():
+            if t.untyped_storage().data_ptr() != r.untyped_storage().data_ptr():
+                continue
+            if r.dtype != t.dtype:
+                self.refuse("a result views an argument as another dtype")
+                return None
+            return (kind, index, r.data_ptr() - t.data_ptr(), tuple(r.shape), tuple(r.stride()))
+        self.refuse("a result is neither an argument nor memory the call allocated")
+        return None
+
+    def plan(self, out: Any, num_returns: int) -> Union[str, tuple]:
+        if self.refused is None and not self.launches:
+            self.refuse("it launched no kernel")
+        outs = out if num_returns != 1 else (out,)
+        if self.refused is None and (not isinstance(outs, (tuple, list)) or len(outs) != num_returns):
+            self.refuse(f"it returned {type(out).__name__} for {num_returns} results")
+        results = [] if self.refused else [self._result(r) for r in outs]
+        if self.refused is not None:
+            return self.refused
+        devices = {t.device for t in self.inputs} | {t.device for t in self.allocations}
+        if len(devices) > 1:
+            return "it allocated memory on another device than its arguments'"
+        allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
+        return (allocations, tuple(self.launches), tuple(results))
+
+
+class _AllocationsAndViewsOnly(TorchDispatchMode):
+    def __init__(self, recording: _Recording):
+        super().__init__()
+        self.recording = recording
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in _ALLOCATIONS:
+            self.recording.allocated(out)
+        elif not func.is_view:
+            self.recording.refuse(f"it runs the ATen op {func.name()}")
+        return out
+
+
+def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int, shared: int,
+                signature: Optional[Sequence[Any]], args: Sequence[Any], unsupported: Optional[str] = None) -> None:
+    """Tells an active recording about one kernel launch (from Triton's
+    launcher hook, or from a test's stand-in kernel). A no-op otherwise."""
+    recording = getattr(_local, "recording", None)
+    if recording is not None:
+        recording.launch(grid, function, num_warps, num_ctas, shared, signature, args, unsupported)
+
+
+def capture(fn, args: tuple, kwargs: dict, inputs: Sequence[torch.Tensor], num_returns: int):
+    """Runs fn(*args, **kwargs) and returns (its result, its plan or the
+    reason it cannot be replayed). Called by the C++ launcher."""
+    if getattr(_local, "recording", None) is not None:
+        return fn(*args, **kwargs), "it ran inside another recorded call"
+    recording = _Recording(inputs)
+    _local.recording = recording
+    try:
+        with _AllocationsAndViewsOnly(recording):
+            out = fn(*args, **kwargs)
+    finally:
+        _local.recording = None
+    return out, recording.plan(out, num_returns)
+
+
+def install_triton_hook() -> Optional[str]:
+    """Makes Triton's CUDA launcher report each launch to note_launch.
+    Returns why it cannot (no Triton, another launcher), else None."""
+    try:
+        from triton.runtime import driver
+        launcher_cls = driver.active.launcher_cls
+    except Exception as exc:  # no Triton, or no GPU driver: nothing to replay
+        return f"Triton's launcher is not available ({type(exc).__name__}: {exc})"
+    if getattr(launcher_cls, "_flagos_hooked", False):
+        return None
+    if not callable(getattr(launcher_cls, "__call__", None)):
+        return f"Triton's launcher {launcher_cls.__name__} is not callable"
+    original_init, original_call = launcher_cls.__init__, launcher_cls.__call__
+
+    def __init__(self, src, metadata, *rest, **kw):
+        original_init(self, src, metadata, *rest, **kw)
+        signature = getattr(src, "signature", None)
+        self._flagos_signature = tuple(signature.values()) if isinstance(signature, dict) else None
+
+    def __call__(self, gridX, gridY, gridZ, stream, function, *args):
+        if getattr(_local, "recording", None) is not None:
+            _note_triton_launch(self, (gridX, gridY, gridZ), function, args)
+        return original_call(self, gridX, gridY, gridZ, stream, function, *args)
+
+    launcher_cls.__init__ = __init__
+    launcher_cls.__call__ = __call__
+    launcher_cls._flagos_hooked = True
+    return None
+
+
+def _note_triton_launch(launcher, grid, function, args) -> None:
+    # args: packed metadata (num_warps, num_ctas, shared), launch metadata,
+    # the enter and exit hooks, then the kernel's arguments.
+    unsupported = None
+    if getattr(launcher, "global_scratch_size", 0) or getattr(launcher, "profile_scratch_size", 0):
+        unsupported = "a kernel needs scratch memory"
+    elif getattr(launcher, "launch_cooperative_grid", False) or getattr(launcher, "launch_pdl", False):
+        unsupported = "a kernel needs a cooperative or PDL launch"
+    try:
+        num_warps, num_ctas, shared = args[0]
+    except (TypeError, ValueError):
+        num_warps, num_ctas, shared, unsupported = 0, 0, 0, "Triton's launch metadata has another form"
+    note_launch(grid, function, num_warps, num_ctas, shared, getattr(launcher, "_flagos_signature", None),
+                args[4:], unsupported)
