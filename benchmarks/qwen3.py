@@ -118,6 +118,17 @@ def measure_training(base, device: str, args, gpu: bool) -> dict:
             "train_tokens_per_s": args.train_batch * args.train_len / step_ms * 1e3}
 
 
+def launcher_totals() -> dict:
+    """FlagGems calls so far that the launcher replayed, and those that ran
+    FlagGems' Python, with the ops that ran Python most and why."""
+    stats = torch_fl._flaggems.launcher_stats()
+    python = sorted(stats.items(), key=lambda kv: -kv[1]["python"])
+    return {"replayed": sum(s["replayed"] for s in stats.values()),
+            "python": sum(s["python"] + s["recorded"] for s in stats.values()),
+            "most_python": [(op, s["python"] + s["recorded"], s["signatures"], s["reason"])
+                            for op, s in python[:20] if s["python"] + s["recorded"]]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
@@ -170,6 +181,8 @@ def main() -> None:
                 for backend, n in per_backend.items():
                     counts[backend] = counts.get(backend, 0) + n
             results[label]["op_calls_per_route"] = counts
+            if torch_fl._flaggems.available():
+                results[label]["launcher"] = launcher_totals()
         elif device == "cuda":
             torch.cuda.empty_cache()
         print(f"  {label}: done at {time.perf_counter() - t_start:.0f} s")
@@ -193,6 +206,12 @@ def main() -> None:
     for label, r in results.items():
         if "train_skipped" in r:
             print(f"{label}: training skipped: {r['train_skipped']}")
+    for label, r in results.items():
+        if "launcher" in r:
+            lt = r["launcher"]
+            print(f"{label}: launcher so far: {lt['replayed']} FlagGems calls replayed, {lt['python']} in Python; most in Python:")
+            for op, n, sigs, why in lt["most_python"][:12]:
+                print(f"    {op:32s} {n:6d} calls {sigs:5d} signatures  {why}")
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.out:
         write_json(args.out, {"benchmark": "qwen3", "environment": environment(), "size": size,

@@ -62,12 +62,29 @@ def cached_abs(x):
         out.copy_(x.abs())
     return out
 
+def autotuned_sin(x):
+    out = torch.empty_like(x)
+    if "sin" not in calls:  # the first call tries two configurations
+        kernel("sin", ADD, ("*fp32", "*fp32", "i32"), (x, out, 64))
+    kernel("sin", ADD, ("*fp32", "*fp32", "i32"), (x, out, 128))
+    with _disable_current_modes():
+        out.copy_(x.sin())
+    return out
+
+def clamp_max(x, min=None, max=None):
+    out = torch.empty_like(x)
+    kernel("clamp", MUL, ("*fp32", "*fp32", "*fp32"), (x, max, out))
+    with _disable_current_modes():
+        out.copy_(torch.clamp(x, min, max))
+    return out
+
 def cloning_exp(x):
     kernel("exp", ADD, ("*fp32",), (x,))
     return torch.ops.aten.exp.default(x.clone())
 
 flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
-                            "exp": cloning_exp})
+                            "exp": cloning_exp, "sin": autotuned_sin,
+                            "clamp.Tensor": clamp_max})
 dev = "flagos"
 
 def u64(b):
@@ -133,7 +150,23 @@ def test_launches_that_differ_between_calls_are_never_replayed():
         assert torch.equal(torch.neg(x).cpu(), -x.cpu())
     assert calls["neg"] == 4
     st = flaggems.launcher_stats()["neg"]
-    assert st["replayed"] == 0 and "differ between two calls" in st["reason"], st
+    assert st["replayed"] == 0 and "differ between calls" in st["reason"], st
+
+@check
+def test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay():
+    x = torch.randn(5, device=dev)
+    for _ in range(3):  # autotuning record, then two that agree
+        assert torch.allclose(torch.sin(x).cpu(), x.cpu().sin())
+    _, kept = replayed(lambda: torch.sin(x))
+    assert len(kept) == 1 and struct.unpack("<i", kept[0][4][2][:4])[0] == 128, kept
+
+@check
+def test_an_absent_optional_tensor_keeps_the_places_of_the_others():
+    x, m = torch.randn(5, device=dev), torch.zeros(5, device=dev)
+    for _ in range(2):
+        assert torch.equal(torch.clamp(x, max=m).cpu(), x.cpu().clamp(max=0))
+    _, kept = replayed(lambda: torch.clamp(x, max=m))
+    assert u64(kept[0][4][0]) == x.data_ptr() and u64(kept[0][4][1]) == m.data_ptr(), kept
 
 @check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
@@ -199,6 +232,8 @@ CHECKS = [
     "test_new_shape_scalar_or_alignment_is_a_new_signature",
     "test_inplace_replay_writes_the_argument_and_returns_it",
     "test_launches_that_differ_between_calls_are_never_replayed",
+    "test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay",
+    "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",

@@ -9,10 +9,11 @@ allocation or a view (a copy, a fill, a host read of device data), when a
 kernel gets a pointer outside the arguments and the recorded allocations
 (a cached tensor), when a launch needs Triton features the launcher does
 not reproduce (scratch memory, clusters, cooperative or PDL launches,
-tensor descriptors), or when a result is not a tensor. The C++ side records
-each signature twice and replays only if both records are equal, which
-keeps out what changes between calls with the same arguments (random seeds
-and offsets).
+tensor descriptors), or when a result is not a tensor. The C++ side replays
+a signature once two records in a row are equal, which keeps out what
+changes between calls with the same arguments (random seeds and offsets);
+it gives a signature up after three refused or disagreeing records (a
+first call that autotunes records more than later ones).
 
 Pointers are stored as (INPUT or ALLOCATION, index, byte offset from that
 tensor's data pointer); every other parameter as the bytes the kernel
@@ -43,6 +44,11 @@ _ALLOCATIONS = {
     _aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
     _aten.new_empty.default, _aten.new_empty_strided.default,
 }
+
+# Ops that read tensor metadata (dtype, sizes) only: no device work, no data.
+_METADATA = {"promote_types", "result_type", "can_cast", "sym_size", "sym_stride", "sym_numel",
+             "sym_storage_offset", "size", "stride", "numel", "dim", "is_same_size", "is_floating_point",
+             "is_complex", "is_signed"}
 
 _local = threading.local()
 
@@ -77,7 +83,8 @@ class _Recording:
 
     def _bases(self):
         for i, t in enumerate(self.inputs):
-            yield INPUT, i, t
+            if t is not None:  # an absent optional tensor keeps its place
+                yield INPUT, i, t
         for k, t in enumerate(self.allocations):
             yield ALLOCATION, k, t
 
@@ -137,7 +144,7 @@ class _Recording:
             self.refuse(f"it returns a {type(r).__name__}, not a tensor")
             return None
         for i, t in enumerate(self.inputs):
-            if r is t:
+            if t is not None and r is t:
                 return (INPUT, i, 0, None, None)
         for kind, index, t in self._bases():
             if t.untyped_storage().data_ptr() != r.untyped_storage().data_ptr():
@@ -158,7 +165,7 @@ class _Recording:
         results = [] if self.refused else [self._result(r) for r in outs]
         if self.refused is not None:
             return self.refused
-        devices = {t.device for t in self.inputs} | {t.device for t in self.allocations}
+        devices = {t.device for t in self.inputs if t is not None} | {t.device for t in self.allocations}
         if len(devices) > 1:
             return "it allocated memory on another device than its arguments'"
         allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
@@ -174,7 +181,7 @@ class _AllocationsAndViewsOnly(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func in _ALLOCATIONS:
             self.recording.allocated(out)
-        elif not func.is_view:
+        elif not func.is_view and func._opname not in _METADATA:
             self.recording.refuse(f"it runs the ATen op {func.name()}")
         return out
 

@@ -62,6 +62,10 @@ struct Plan {
 namespace {
 
 constexpr size_t kMaxSignatures = 1024;  // per op; later ones run in Python
+// A first call may autotune, or compile and benchmark, and so record other
+// launches (or ATen ops) than later calls: a signature is given up only
+// after this many refused or disagreeing records.
+constexpr int kMaxMisses = 3;
 
 struct KeyHash {
   size_t operator()(const std::vector<int64_t>& key) const {
@@ -76,7 +80,8 @@ enum class State { Fresh, Seen, Replay, Python };
 struct Entry {
   State state = State::Fresh;
   std::shared_ptr<const Plan> plan;
-  PyObject* first = nullptr;  // the first record, until a second one agrees
+  PyObject* first = nullptr;  // the last record, until the next one agrees
+  int misses = 0;
 };
 
 struct OpCache {
@@ -347,30 +352,38 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
   cache.recorded.fetch_add(1, std::memory_order_relaxed);
   if (cache.entries.size() >= kMaxSignatures && !cache.entries.count(key)) return;
   Entry& entry = cache.entries[std::move(key)];
-  auto give_up = [&](std::string why) {
+  auto miss = [&](std::string why) {
+    if (++entry.misses < kMaxMisses) return;
     entry.state = State::Python;
     Py_CLEAR(entry.first);
     cache.reason = std::move(why);
   };
   if (entry.state == State::Python || entry.state == State::Replay) return;
-  if (py::isinstance<py::str>(record)) return give_up(py::cast<std::string>(record));
-  if (entry.state == State::Fresh) {
-    entry.first = py::object(record).release().ptr();
-    entry.state = State::Seen;
-    return;
-  }
-  const int agree = PyObject_RichCompareBool(entry.first, record.ptr(), Py_EQ);
-  if (agree != 1) {
-    PyErr_Clear();
-    return give_up("its launches differ between two calls with the same arguments (random or data-dependent)");
-  }
-  try {
-    entry.plan = parse(py::cast<py::tuple>(record));
-    entry.state = State::Replay;
+  if (py::isinstance<py::str>(record)) {
     Py_CLEAR(entry.first);
-  } catch (const std::exception& e) {
-    give_up(e.what());
+    entry.state = State::Fresh;
+    return miss(py::cast<std::string>(record));
   }
+  if (entry.state == State::Seen) {
+    const int agree = PyObject_RichCompareBool(entry.first, record.ptr(), Py_EQ);
+    if (agree < 0) PyErr_Clear();
+    if (agree == 1) {
+      try {
+        entry.plan = parse(py::cast<py::tuple>(record));
+        entry.state = State::Replay;
+        Py_CLEAR(entry.first);
+      } catch (const std::exception& e) {
+        entry.misses = kMaxMisses - 1;
+        miss(e.what());
+      }
+      return;
+    }
+    miss("its launches differ between calls with the same arguments (random or data-dependent)");
+    if (entry.state == State::Python) return;
+  }
+  Py_XDECREF(entry.first);
+  entry.first = py::object(record).release().ptr();
+  entry.state = State::Seen;
 }
 
 void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* stack) {
