@@ -26,13 +26,18 @@ run_step() {
     # then the tests that are about FlagGems.
     pytest-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "not flaggems and not flaggems_python" 2>&1 | tee "$OUT/pytest-native.log" | tail -40 ;;
     pytest-flaggems) timeout ${FLAGGEMS_TIMEOUT:-420} .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "flaggems or flaggems_python" 2>&1 | tee "$OUT/pytest-flaggems.log" | tail -40 ;;
+    # The launcher's GPU tests: replayed FlagGems kernels against torch CUDA.
+    pytest-launcher) timeout ${LAUNCHER_TIMEOUT:-240} .venv/bin/python -m pytest tests/test_flaggems_gpu.py tests/test_flaggems_launcher.py -q -rfE -p no:cacheprovider \
+                       -k "${LAUNCHER_K:-replayed or stream}" 2>&1 | tee "$OUT/pytest-launcher.log" | tail -30 ;;
     demo) .venv/bin/python examples/demo.py 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     bench) .venv/bin/python benchmarks/dispatch_overhead.py --out "$OUT/dispatch_overhead.json" 2>&1 | tail -20 ;;
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     # OPS_PREVIOUS=<an earlier run's JSON>: only the OpInfos that run did not reach.
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
-    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | tail -30 ;;
+    # FLAGOS_LAUNCHER_LOG=1 adds a line per signature the launcher gives up.
+    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
+           grep "^\[flagos launcher\]" "$OUT/qwen3-bench.log" | sed -E 's/0x[0-9a-f]+(\+[0-9]+)?/ADDR/g' | sort | uniq -c | sort -rn | head -40 ;;
     # -v names every test as it runs, so a crash still shows which test it
     # was; the run then resumes after that test (at most 3 times).
     pytest-cuda) : > "$OUT/pytest-cuda.log"; deselect=()

@@ -84,9 +84,9 @@ class _Recording:
     def _bases(self):
         for i, t in enumerate(self.inputs):
             if t is not None:  # an absent optional tensor keeps its place
-                yield INPUT, i, t
+                yield "input", i, t
         for k, t in enumerate(self.allocations):
-            yield ALLOCATION, k, t
+            yield "allocation", k, t
 
     def locate(self, ptr: int) -> Optional[Pointer]:
         """The tensor whose memory holds `ptr`, as (kind, index, offset)."""
@@ -100,7 +100,7 @@ class _Recording:
                 self.refuse("a kernel pointer lies in two overlapping arguments")
                 return None
             if found is None:
-                found = (kind, index, ptr - t.data_ptr(), t.data_ptr())
+                found = (INPUT if kind == "input" else ALLOCATION, index, ptr - t.data_ptr(), t.data_ptr())
         return None if found is None else found[:3]
 
     def launch(self, grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int,
@@ -129,8 +129,10 @@ class _Recording:
                     continue
                 where = self.locate(ptr)
                 if where is None:
-                    return self.refuse("a kernel reads memory that is neither an argument nor "
-                                       "allocated by the call (a cached tensor)")
+                    extents = ", ".join(f"{k}{i} {t.data_ptr():#x}+{t.untyped_storage().nbytes()}"
+                                        for k, i, t in self._bases())
+                    return self.refuse(f"a kernel reads memory at {ptr:#x}, which is neither an argument nor "
+                                       f"allocated by the call (a cached tensor?); tensors: {extents}")
                 params.append(where)
             elif ty in _PACK or ty == "bf16":
                 params.append(_pack(ty, value))
@@ -152,7 +154,8 @@ class _Recording:
             if r.dtype != t.dtype:
                 self.refuse("a result views an argument as another dtype")
                 return None
-            return (kind, index, r.data_ptr() - t.data_ptr(), tuple(r.shape), tuple(r.stride()))
+            return (INPUT if kind == "input" else ALLOCATION, index, r.data_ptr() - t.data_ptr(),
+                    tuple(r.shape), tuple(r.stride()))
         self.refuse("a result is neither an argument nor memory the call allocated")
         return None
 
@@ -165,9 +168,14 @@ class _Recording:
         results = [] if self.refused else [self._result(r) for r in outs]
         if self.refused is not None:
             return self.refused
-        devices = {t.device for t in self.inputs if t is not None} | {t.device for t in self.allocations}
-        if len(devices) > 1:
-            return "it allocated memory on another device than its arguments'"
+        # CPU scalars (0-dim or one element) may come with device tensors:
+        # the launcher keys on their values, so a value read here is right.
+        inputs = [t for t in self.inputs if t is not None]
+        devices = {t.device for t in inputs if t.device.type != "cpu" or t.numel() != 1}
+        allocated = {t.device for t in self.allocations}
+        if len(devices | allocated) > 1:
+            return (f"it takes or allocates tensors on several devices (arguments on {sorted(map(str, devices))}, "
+                    f"allocations on {sorted(map(str, allocated))})")
         allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
         return (allocations, tuple(self.launches), tuple(results))
 

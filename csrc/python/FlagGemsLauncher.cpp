@@ -6,9 +6,11 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/Dtype.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -99,6 +101,15 @@ std::atomic<bool> on{[] {
   return !(v && std::string(v) == "0");
 }()};
 std::atomic<bool> keeping{false};
+
+// FLAGOS_LAUNCHER_LOG=1: one line per signature given up, with the reason.
+bool log_enabled() {
+  static const bool value = [] {
+    const char* v = std::getenv("FLAGOS_LAUNCHER_LOG");
+    return v && *v && std::string(v) != "0";
+  }();
+  return value;
+}
 std::mutex kept_mutex;
 std::vector<std::tuple<uintptr_t, std::vector<unsigned>, unsigned, unsigned, std::vector<std::string>>> kept;
 
@@ -111,10 +122,15 @@ OpCache& cache_of(const OpPlan& plan) {
   return *slot;
 }
 
+c10::DeviceType alias_device_type() {
+  return live_vendor() == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+}
+
 // Kinds of key entries: the argument kind, then its content.
 enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool, kString, kDevice, kComplex };
 
 struct KeyBuilder {
+  c10::DeviceType alias_type;
   std::vector<int64_t> key;
   c10::SmallVector<const void*, 8> pointers;
 
@@ -142,6 +158,13 @@ struct KeyBuilder {
     }
     key.push_back(same);
     pointers.push_back(p);
+    // A one-element CPU tensor beside device tensors is a scalar that the
+    // function may read into a kernel parameter: its value is signature.
+    if (t.device().type() == c10::DeviceType::CPU && alias_type != c10::DeviceType::CPU && t.numel() == 1) {
+      int64_t bits = 0;
+      std::memcpy(&bits, p, std::min<size_t>(sizeof bits, t.element_size()));
+      key.push_back(bits);
+    }
     return true;
   }
 
@@ -206,10 +229,6 @@ struct KeyBuilder {
     return false;  // generators, objects: not a signature
   }
 };
-
-c10::DeviceType alias_device_type() {
-  return live_vendor() == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-}
 
 c10::DeviceIndex current_alias_device() {
   return c10::impl::getDeviceGuardImpl(alias_device_type())->getDevice().index();
@@ -323,7 +342,7 @@ void count_python_call(const OpPlan& plan) {
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
   Lookup out;
   if (!enabled() || plan.backend.load(std::memory_order_relaxed) != FLAGOS_BACKEND_FLAGOS) return out;
-  KeyBuilder key;
+  KeyBuilder key{alias_device_type()};
   const size_t n = op.schema().arguments().size();
   key.key.reserve(64);
   key.key.push_back(current_alias_device());
@@ -356,6 +375,7 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
     if (++entry.misses < kMaxMisses) return;
     entry.state = State::Python;
     Py_CLEAR(entry.first);
+    if (log_enabled()) std::cerr << "[flagos launcher] " << plan.name << " stays in Python: " << why << std::endl;
     cache.reason = std::move(why);
   };
   if (entry.state == State::Python || entry.state == State::Replay) return;
