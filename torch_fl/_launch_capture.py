@@ -19,7 +19,9 @@ Pointers are stored as (INPUT or ALLOCATION, index, byte offset from that
 tensor's data pointer); every other parameter as the bytes the kernel
 receives, packed as Triton's own launcher packs them.
 """
+import os
 import struct
+import sys
 import threading
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -51,6 +53,7 @@ _METADATA = {"promote_types", "result_type", "can_cast", "sym_size", "sym_stride
              "is_complex", "is_signed"}
 
 _local = threading.local()
+_DEBUG = os.environ.get("FLAGOS_LAUNCHER_LOG") == "2"
 
 Pointer = Tuple[int, int, int]
 Param = Union[bytes, Pointer]
@@ -69,6 +72,7 @@ class _Recording:
         self.allocations: List[torch.Tensor] = []
         self.launches: List[tuple] = []
         self.refused: Optional[str] = None
+        self.aten_ops: List[str] = []  # for FLAGOS_LAUNCHER_LOG=2
 
     def refuse(self, why: str) -> None:
         if self.refused is None:
@@ -160,8 +164,11 @@ class _Recording:
         return None
 
     def plan(self, out: Any, num_returns: int) -> Union[str, tuple]:
-        if self.refused is None and not self.launches:
-            self.refuse("it launched no kernel")
+        # No launch is right only where there was nothing to write (a
+        # zero-size result, or an argument returned as it is); otherwise
+        # a launch went by a path the hook does not see.
+        if self.refused is None and not self.launches and any(t.numel() for t in self.allocations):
+            self.refuse("it launched no kernel that the hook saw")
         outs = out if num_returns != 1 else (out,)
         if self.refused is None and (not isinstance(outs, (tuple, list)) or len(outs) != num_returns):
             self.refuse(f"it returned {type(out).__name__} for {num_returns} results")
@@ -187,6 +194,8 @@ class _AllocationsAndViewsOnly(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if _DEBUG:
+            self.recording.aten_ops.append(str(func))
         if func in _ALLOCATIONS:
             self.recording.allocated(out)
         elif not func.is_view and func._opname not in _METADATA:
@@ -215,7 +224,14 @@ def capture(fn, args: tuple, kwargs: dict, inputs: Sequence[torch.Tensor], num_r
             out = fn(*args, **kwargs)
     finally:
         _local.recording = None
-    return out, recording.plan(out, num_returns)
+    plan = recording.plan(out, num_returns)
+    if _DEBUG and isinstance(plan, str):
+        launches = [(hex(f), grid, [p if isinstance(p, tuple) else p.hex() for p in params])
+                    for f, grid, _, _, params in recording.launches]
+        print(f"[flagos launcher record] {getattr(fn, '__name__', fn)}: {plan}\n  aten ops: {recording.aten_ops}"
+              f"\n  launches: {launches}\n  python mode on: "
+              f"{torch._C._dispatch_tls_is_dispatch_key_included(torch._C.DispatchKey.Python)}", file=sys.stderr)
+    return out, plan
 
 
 def install_triton_hook() -> Optional[str]:
