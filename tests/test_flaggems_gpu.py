@@ -82,22 +82,26 @@ def test_flaggems_kernels_follow_the_current_flagos_stream():
 # the launcher replays FlagGems' kernels without Python, and every call,
 # replayed or not, matches torch CUDA.
 REPLAYED = {
-    "add.Tensor": lambda a, b: torch.add(a, b, alpha=0.5),
-    "mul.Tensor": lambda a, b: a * b,
-    "_softmax": lambda a, b: torch.softmax(a, dim=-1),
-    "silu": lambda a, b: torch.nn.functional.silu(a),
-    "rsqrt": lambda a, b: torch.rsqrt(a.abs() + 1),
-    "mean.dim": lambda a, b: a.mean(-1, keepdim=True),
-    "pow.Tensor_Scalar": lambda a, b: a.pow(2),
-    "neg": lambda a, b: -a,
-    "cat": lambda a, b: torch.cat([a, b], dim=-1),
-    "sum.dim_IntList": lambda a, b: a.sum(0),
+    "add.Tensor": ("add.Tensor", lambda a, b: torch.add(a, b, alpha=0.5)),
+    "mul.Tensor": ("mul.Tensor", lambda a, b: a * b),
+    "_softmax": ("_softmax", lambda a, b: torch.softmax(a, dim=-1)),
+    "silu": ("silu", lambda a, b: torch.nn.functional.silu(a)),
+    "rsqrt": ("rsqrt", lambda a, b: torch.rsqrt(a.abs() + 1)),
+    "mean.dim": ("mean.dim", lambda a, b: a.mean(-1, keepdim=True)),
+    "pow.Tensor_Scalar": ("pow.Tensor_Scalar", lambda a, b: a.pow(2)),
+    "neg": ("neg", lambda a, b: -a),
+    "cat": ("cat", lambda a, b: torch.cat([a, b], dim=-1)),
+    "sum.dim_IntList": ("sum.dim_IntList", lambda a, b: a.sum(0)),
+    # FlagGems copies strided arguments (contiguous()) before its kernels: the replay copies too.
+    "cat of slices": ("cat", lambda a, b: torch.cat([a[:, 64:], b[:, :64]], dim=-1)),
+    "sum.dim_IntList transposed": ("sum.dim_IntList", lambda a, b: a.t().sum(0)),
 }
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("op", list(REPLAYED))
-def test_replayed_launches_match_torch_cuda(op, dtype):
+@pytest.mark.parametrize("case", list(REPLAYED))
+def test_replayed_launches_match_torch_cuda(case, dtype):
+    op, fn = REPLAYED[case]
     if op not in flaggems.available_ops():
         pytest.skip(f"FlagGems does not serve {op} here")
     flaggems.forget_launches(op)
@@ -106,8 +110,8 @@ def test_replayed_launches_match_torch_cuda(op, dtype):
         for seed in range(4):  # two records, then replays, each on new values
             g = torch.Generator().manual_seed(seed)
             a, b = [torch.randn(64, 128, generator=g).to(dtype) for _ in range(2)]
-            got = REPLAYED[op](a.to("flagos"), b.to("flagos"))
-            expected = REPLAYED[op](a.cuda(), b.cuda())
+            got = fn(a.to("flagos"), b.to("flagos"))
+            expected = fn(a.cuda(), b.cuda())
             atol, rtol = (1e-4, 1.3e-6) if dtype == torch.float32 else (1e-2, 1e-2)
             assert_flagos_close(got, expected, rtol=rtol, atol=atol)
     st = flaggems.launcher_stats()[op]
@@ -120,19 +124,20 @@ def test_replayed_kernels_follow_the_current_flagos_stream():
     x_cpu = torch.randn(n, generator=g)
     x = x_cpu.to("flagos")
     with routing.override_ops({"add.Tensor": "flagos"}):
-        torch.add(x, x), torch.add(x, x)  # two records on the default stream
+        t = x * 1
+        torch.add(t, x), torch.add(t, x)  # two records on the default stream
         before = flaggems.launcher_stats()["add.Tensor"]["replayed"]
         side, done = torch.flagos.Stream(), torch.flagos.Event()
         side.wait_stream(torch.flagos.current_stream())
         with torch.flagos.stream(side):
-            a = x
+            a = x * 2
             for _ in range(20):
                 a = torch.add(a, x)
             done.record()
         torch.flagos.current_stream().wait_event(done)
         b = a * 2  # a dependent op on the default stream
     assert flaggems.launcher_stats()["add.Tensor"]["replayed"] - before == 20
-    assert_flagos_close(b, x_cpu.cuda() * 42, rtol=1e-5, atol=1e-4)
+    assert_flagos_close(b, x_cpu.cuda() * 44, rtol=1e-5, atol=1e-4)
 
 
 def test_plain_cuda_tensors_do_not_take_flaggems():

@@ -78,13 +78,22 @@ def clamp_max(x, min=None, max=None):
         out.copy_(torch.clamp(x, min, max))
     return out
 
+def contiguous_sqrt(x):
+    x = x.contiguous()  # a copy when x is strided, which the kernel then reads
+    out = torch.empty_like(x)
+    kernel("sqrt", MUL, ("*fp32", "*fp32"), (x, out))
+    with _disable_current_modes():
+        out.copy_(x.sqrt())
+    return out
+
 def cloning_exp(x):
     kernel("exp", ADD, ("*fp32",), (x,))
     return torch.ops.aten.exp.default(x.clone())
 
 flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
                             "exp": cloning_exp, "sin": autotuned_sin,
-                            "clamp.Tensor": clamp_max})
+                            "clamp.Tensor": clamp_max,
+                            "sqrt": contiguous_sqrt})
 dev = "flagos"
 
 def u64(b):
@@ -169,6 +178,20 @@ def test_an_absent_optional_tensor_keeps_the_places_of_the_others():
     assert u64(kept[0][4][0]) == x.data_ptr() and u64(kept[0][4][1]) == m.data_ptr(), kept
 
 @check
+def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
+    x = torch.rand(4, 6, device=dev)
+    for _ in range(2):
+        assert torch.allclose(torch.sqrt(x.t()).cpu(), x.cpu().t().sqrt())
+    before = calls["sqrt"]
+    _, kept = replayed(lambda: torch.sqrt(x.t()))
+    assert calls["sqrt"] == before and len(kept) == 1, kept
+    assert u64(kept[0][4][0]) not in (0, x.data_ptr()), "the kernel must read the contiguous copy"
+    for _ in range(2):
+        torch.sqrt(x)
+    _, kept = replayed(lambda: torch.sqrt(x))
+    assert len(kept) == 1 and u64(kept[0][4][0]) == x.data_ptr(), kept
+
+@check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
     x = torch.randn(5, device=dev)
     for _ in range(3):
@@ -182,7 +205,7 @@ def test_other_aten_ops_are_never_replayed():
     for _ in range(3):
         assert torch.allclose(torch.exp(x).cpu(), x.cpu().exp())
     st = flaggems.launcher_stats()["exp"]
-    assert calls["exp"] == 3 and st["replayed"] == 0 and "ATen op aten::clone" in st["reason"], st
+    assert calls["exp"] == 3 and st["replayed"] == 0 and "ATen op aten::exp" in st["reason"], st
 
 @check
 def test_flagos_python_route_and_disabled_launcher_always_run_python():
@@ -234,6 +257,7 @@ CHECKS = [
     "test_launches_that_differ_between_calls_are_never_replayed",
     "test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay",
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
+    "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",

@@ -15,9 +15,12 @@ changes between calls with the same arguments (random seeds and offsets);
 it gives a signature up after three refused or disagreeing records (a
 first call that autotunes records more than later ones).
 
-Pointers are stored as (INPUT or ALLOCATION, index, byte offset from that
-tensor's data pointer); every other parameter as the bytes the kernel
-receives, packed as Triton's own launcher packs them.
+Pointers are stored as (INPUT, ALLOCATION or COPY, index, byte offset from
+that tensor's data pointer); every other parameter as the bytes the kernel
+receives, packed as Triton's own launcher packs them. A COPY is an argument
+copied by contiguous() or clone() (FlagGems makes strided arguments
+contiguous before its kernels read them flat); the replay makes the same
+copy with the vendor's copy kernel.
 """
 import os
 import struct
@@ -28,7 +31,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-INPUT, ALLOCATION = 0, 1
+INPUT, ALLOCATION, COPY = 0, 1, 2
+_KIND = {"input": INPUT, "allocation": ALLOCATION, "copy": COPY}
 _POINTER_BYTES = bytes(8)
 # After the kernel's own parameters Triton (3.5+) passes the global and the
 # profile scratch pointers; both are NULL for kernels that use neither, and
@@ -42,6 +46,7 @@ _PACK = {
 }
 
 _aten = torch.ops.aten
+_COPIES = {_aten.contiguous.default, _aten.clone.default}
 _ALLOCATIONS = {
     _aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
     _aten.new_empty.default, _aten.new_empty_strided.default,
@@ -70,6 +75,7 @@ class _Recording:
     def __init__(self, inputs: Sequence[torch.Tensor]):
         self.inputs = list(inputs)
         self.allocations: List[torch.Tensor] = []
+        self.copies: List[Tuple[int, torch.Tensor]] = []  # (argument index, its copy)
         self.launches: List[tuple] = []
         self.refused: Optional[str] = None
         self.aten_ops: List[str] = []  # for FLAGOS_LAUNCHER_LOG=2
@@ -91,6 +97,14 @@ class _Recording:
                 yield "input", i, t
         for k, t in enumerate(self.allocations):
             yield "allocation", k, t
+        for k, (_, t) in enumerate(self.copies):
+            yield "copy", k, t
+
+    def copied(self, source: Any, out: Any) -> None:
+        index = next((i for i, t in enumerate(self.inputs) if t is not None and t is source), None)
+        if index is None or not isinstance(out, torch.Tensor) or out.storage_offset() != 0:
+            return self.refuse("it copies a tensor that is not one of its arguments")
+        self.copies.append((index, out))
 
     def locate(self, ptr: int) -> Optional[Pointer]:
         """The tensor whose memory holds `ptr`, as (kind, index, offset)."""
@@ -104,7 +118,7 @@ class _Recording:
                 self.refuse("a kernel pointer lies in two overlapping arguments")
                 return None
             if found is None:
-                found = (INPUT if kind == "input" else ALLOCATION, index, ptr - t.data_ptr(), t.data_ptr())
+                found = (_KIND[kind], index, ptr - t.data_ptr(), t.data_ptr())
         return None if found is None else found[:3]
 
     def launch(self, grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int,
@@ -158,8 +172,7 @@ class _Recording:
             if r.dtype != t.dtype:
                 self.refuse("a result views an argument as another dtype")
                 return None
-            return (INPUT if kind == "input" else ALLOCATION, index, r.data_ptr() - t.data_ptr(),
-                    tuple(r.shape), tuple(r.stride()))
+            return (_KIND[kind], index, r.data_ptr() - t.data_ptr(), tuple(r.shape), tuple(r.stride()))
         self.refuse("a result is neither an argument nor memory the call allocated")
         return None
 
@@ -184,7 +197,8 @@ class _Recording:
             return (f"it takes or allocates tensors on several devices (arguments on {sorted(map(str, devices))}, "
                     f"allocations on {sorted(map(str, allocated))})")
         allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
-        return (allocations, tuple(self.launches), tuple(results))
+        copies = tuple((i, tuple(t.stride())) for i, t in self.copies)
+        return (allocations, tuple(self.launches), tuple(results), copies)
 
 
 class _AllocationsAndViewsOnly(TorchDispatchMode):
@@ -198,9 +212,24 @@ class _AllocationsAndViewsOnly(TorchDispatchMode):
             self.recording.aten_ops.append(str(func))
         if func in _ALLOCATIONS:
             self.recording.allocated(out)
-        elif not func.is_view and func._opname not in _METADATA:
+        elif func._opname in _METADATA:
+            pass
+        elif func in _COPIES and not _shares_storage(out, args):
+            self.recording.copied(args[0], out)
+        elif not func.is_view or not _shares_storage(out, args):
+            # contiguous() counts as a view op, but copies a strided tensor
             self.recording.refuse(f"it runs the ATen op {func.name()}")
         return out
+
+
+def _shares_storage(out: Any, args: tuple) -> bool:
+    """Whether a view op's results are views of its first tensor argument."""
+    base = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    if base is None:
+        return False
+    start = base.untyped_storage().data_ptr()
+    return all(isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() == start for o in outs)
 
 
 def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int, shared: int,

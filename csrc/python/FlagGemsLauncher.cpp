@@ -23,7 +23,7 @@ namespace py = pybind11;
 namespace torch_fl {
 namespace launcher {
 
-enum class Source : uint8_t { Input = 0, Allocation = 1 };
+enum class Source : uint8_t { Input = 0, Allocation = 1, Copy = 2 };
 
 struct Pointer {
   uint32_t param;   // which kernel parameter
@@ -47,6 +47,12 @@ struct Allocation {
   at::ScalarType dtype;
 };
 
+// An argument copied (contiguous(), clone()) before the kernels read it.
+struct Copy {
+  uint32_t input;
+  std::vector<int64_t> strides;
+};
+
 struct Result {
   Source source;
   uint32_t index;
@@ -56,6 +62,7 @@ struct Result {
 };
 
 struct Plan {
+  std::vector<Copy> copies;
   std::vector<Allocation> allocations;
   std::vector<KernelLaunch> launches;
   std::vector<Result> results;
@@ -242,15 +249,19 @@ std::vector<int64_t> ints(const py::handle& seq) {
 
 Source source_of(const py::handle& v) {
   const auto s = py::cast<int>(v);
-  TORCH_CHECK(s == 0 || s == 1, "flagos: a launch record names source ", s);
+  TORCH_CHECK(s >= 0 && s <= 2, "flagos: a launch record names source ", s);
   return static_cast<Source>(s);
 }
 
 // The record made by torch_fl/_launch_capture.py: (allocations, launches,
-// results); see that file for each item's form.
+// results, copies); see that file for each item's form.
 std::shared_ptr<const Plan> parse(const py::tuple& record) {
-  TORCH_CHECK(record.size() == 3, "flagos: a launch record has ", record.size(), " parts, not 3");
+  TORCH_CHECK(record.size() == 4, "flagos: a launch record has ", record.size(), " parts, not 4");
   auto plan = std::make_shared<Plan>();
+  for (const py::handle& c : record[3]) {
+    auto item = py::cast<py::tuple>(c);
+    plan->copies.push_back({py::cast<uint32_t>(item[0]), ints(item[1])});
+  }
   for (const py::handle& a : record[0]) {
     auto item = py::cast<py::tuple>(a);
     PyObject* dtype = item[2].ptr();
@@ -410,12 +421,17 @@ void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* 
   const std::vector<at::Tensor> inputs = tensor_arguments(op, *stack);
   const c10::DeviceType type = alias_device_type();
   const c10::Device device(type, current_alias_device());
+  c10::SmallVector<at::Tensor, 2> copies;
+  for (const Copy& c : plan.copies) {
+    const at::Tensor& in = inputs[c.input];
+    copies.push_back(at::empty_strided(in.sizes(), c.strides, in.options()).copy_(in));
+  }
   c10::SmallVector<at::Tensor, 4> allocations;
   for (const Allocation& a : plan.allocations) {
     allocations.push_back(at::empty_strided(a.sizes, a.strides, at::TensorOptions().dtype(a.dtype).device(device)));
   }
   auto base = [&](Source s, uint32_t i) -> const at::Tensor& {
-    return s == Source::Input ? inputs[i] : allocations[i];
+    return s == Source::Input ? inputs[i] : s == Source::Allocation ? allocations[i] : copies[i];
   };
   void* stream = nullptr;  // the host vendor has none (and no kernels)
   if (type == c10::DeviceType::CUDA && !keeping.load(std::memory_order_relaxed)) {
