@@ -9,8 +9,10 @@ allocation or a view (a copy, a fill, a host read of device data), when a
 kernel gets a pointer outside the arguments and the recorded allocations
 (a cached tensor), when a launch needs Triton features the launcher does
 not reproduce (scratch memory, clusters, cooperative or PDL launches,
-tensor descriptors), or when a result is not a tensor. The C++ side replays
-a signature once two records in a row are equal, which keeps out what
+tensor descriptors), or when a result is not a tensor. The C++ side runs
+a signature's first call in plain Python (one-off signatures never pay for
+a record), records the calls after it, and replays the signature once two
+records in a row are equal, which keeps out what
 changes between calls with the same arguments (random seeds and offsets);
 it gives a signature up after three refused or disagreeing records (a
 first call that autotunes records more than later ones).

@@ -84,7 +84,10 @@ struct KeyHash {
   }
 };
 
-enum class State { Fresh, Seen, Replay, Python };
+// Counted: seen once and run in plain Python, so that one-off signatures
+// (a decode step's growing KV cache) never pay for a record; Fresh: the
+// next call records; Seen: recorded once, the next record must agree.
+enum class State { Counted, Fresh, Seen, Replay, Python };
 
 struct Entry {
   State state = State::Fresh;
@@ -364,7 +367,8 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   OpCache& cache = cache_of(plan);
   auto it = cache.entries.find(key.key);
   if (it == cache.entries.end()) {
-    out.record = cache.entries.size() < kMaxSignatures;
+    if (cache.entries.size() < kMaxSignatures) cache.entries[std::move(key.key)].state = State::Counted;
+    return out;
   } else if (it->second.state == State::Replay) {
     out.plan = it->second.plan;
     cache.replayed.fetch_add(1, std::memory_order_relaxed);

@@ -6,8 +6,9 @@
 // shapes, strides, pointer alignment, aliasing, scalar values, device),
 // the launcher allocates what the function allocated and launches the
 // kernels it launched, with the new pointers, from C++. A new signature
-// runs the Python function under torch_fl/_launch_capture.py, which
-// records it; a signature is replayed once two records of it agree.
+// runs the Python function; from its second call on, under
+// torch_fl/_launch_capture.py, which records it; a signature is replayed
+// once two records in a row agree.
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
