@@ -95,6 +95,8 @@ REPLAYED = {
     # FlagGems copies strided arguments (contiguous()) before its kernels: the replay copies too.
     "cat of slices": ("cat", lambda a, b: torch.cat([a[:, 64:], b[:, :64]], dim=-1)),
     "sum.dim_IntList transposed": ("sum.dim_IntList", lambda a, b: a.t().sum(0)),
+    # ... and copies of a permuted view (FlagGems' dim_compress): the replay copies the same view.
+    "sum.dim_IntList over two dims": ("sum.dim_IntList", lambda a, b: a.view(8, 8, 128).sum((0, 2))),
 }
 
 

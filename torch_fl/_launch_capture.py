@@ -21,8 +21,8 @@ Pointers are stored as (INPUT, ALLOCATION or COPY, index, byte offset from
 that tensor's data pointer); every other parameter as the bytes the kernel
 receives, packed as Triton's own launcher packs them. A COPY is an argument
 copied by contiguous() or clone() (FlagGems makes strided arguments
-contiguous before its kernels read them flat); the replay makes the same
-copy with the vendor's copy kernel.
+contiguous before its kernels read them flat), or of a view of one; the
+replay makes the same copy of the same view with the vendor's copy kernel.
 """
 import os
 import struct
@@ -77,7 +77,8 @@ class _Recording:
     def __init__(self, inputs: Sequence[torch.Tensor]):
         self.inputs = list(inputs)
         self.allocations: List[torch.Tensor] = []
-        self.copies: List[Tuple[int, torch.Tensor]] = []  # (argument index, its copy)
+        # (argument index, byte offset, sizes, strides) of what was copied, and the copy
+        self.copies: List[Tuple[int, int, tuple, tuple, torch.Tensor]] = []
         self.launches: List[tuple] = []
         self.refused: Optional[str] = None
         self.aten_ops: List[str] = []  # for FLAGOS_LAUNCHER_LOG=2
@@ -99,14 +100,20 @@ class _Recording:
                 yield "input", i, t
         for k, t in enumerate(self.allocations):
             yield "allocation", k, t
-        for k, (_, t) in enumerate(self.copies):
-            yield "copy", k, t
+        for k, copy in enumerate(self.copies):
+            yield "copy", k, copy[-1]
 
     def copied(self, source: Any, out: Any) -> None:
-        index = next((i for i, t in enumerate(self.inputs) if t is not None and t is source), None)
-        if index is None or not isinstance(out, torch.Tensor) or out.storage_offset() != 0:
-            return self.refuse("it copies a tensor that is not one of its arguments")
-        self.copies.append((index, out))
+        """Notes a copy (contiguous(), clone()) of an argument or of a view of one."""
+        if not isinstance(source, torch.Tensor) or not isinstance(out, torch.Tensor) or out.storage_offset() != 0:
+            return self.refuse("it copies something that is not a tensor into a new one")
+        start = source.untyped_storage().data_ptr()
+        for i, t in enumerate(self.inputs):
+            if t is not None and t.untyped_storage().data_ptr() == start and t.dtype == source.dtype:
+                self.copies.append((i, source.data_ptr() - t.data_ptr(), tuple(source.shape),
+                                    tuple(source.stride()), out))
+                return None
+        return self.refuse("it copies a tensor that is neither an argument nor a view of one")
 
     def locate(self, ptr: int) -> Optional[Pointer]:
         """The tensor whose memory holds `ptr`, as (kind, index, offset)."""
@@ -199,7 +206,7 @@ class _Recording:
             return (f"it takes or allocates tensors on several devices (arguments on {sorted(map(str, devices))}, "
                     f"allocations on {sorted(map(str, allocated))})")
         allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
-        copies = tuple((i, tuple(t.stride())) for i, t in self.copies)
+        copies = tuple((i, offset, sizes, strides, tuple(t.stride())) for i, offset, sizes, strides, t in self.copies)
         return (allocations, tuple(self.launches), tuple(results), copies)
 
 

@@ -47,10 +47,12 @@ struct Allocation {
   at::ScalarType dtype;
 };
 
-// An argument copied (contiguous(), clone()) before the kernels read it.
+// A copy (contiguous(), clone()) of an argument, or of a view of one,
+// made before the kernels read it.
 struct Copy {
   uint32_t input;
-  std::vector<int64_t> strides;
+  int64_t offset;  // bytes from the argument's data pointer to the view's
+  std::vector<int64_t> sizes, view_strides, strides;
 };
 
 struct Result {
@@ -263,7 +265,8 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
   auto plan = std::make_shared<Plan>();
   for (const py::handle& c : record[3]) {
     auto item = py::cast<py::tuple>(c);
-    plan->copies.push_back({py::cast<uint32_t>(item[0]), ints(item[1])});
+    plan->copies.push_back(
+        {py::cast<uint32_t>(item[0]), py::cast<int64_t>(item[1]), ints(item[2]), ints(item[3]), ints(item[4])});
   }
   for (const py::handle& a : record[0]) {
     auto item = py::cast<py::tuple>(a);
@@ -428,7 +431,8 @@ void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* 
   c10::SmallVector<at::Tensor, 2> copies;
   for (const Copy& c : plan.copies) {
     const at::Tensor& in = inputs[c.input];
-    copies.push_back(at::empty_strided(in.sizes(), c.strides, in.options()).copy_(in));
+    at::Tensor view = at::as_strided(in, c.sizes, c.view_strides, in.storage_offset() + c.offset / in.element_size());
+    copies.push_back(at::empty_strided(c.sizes, c.strides, in.options()).copy_(view));
   }
   c10::SmallVector<at::Tensor, 4> allocations;
   for (const Allocation& a : plan.allocations) {
