@@ -134,7 +134,7 @@ def test_replay_without_python_after_two_agreeing_records():
     assert st["replayed"] == 1 and st["replayable_signatures"] == 1, st
 
 @check
-def test_new_shape_scalar_or_alignment_is_a_new_signature():
+def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():
     a, b = torch.randn(6, device=dev), torch.randn(6, device=dev)  # replayable with alpha=2
     for args in [(torch.randn(7, device=dev), torch.randn(7, device=dev), 2),
                  (a, b, 3),
@@ -142,6 +142,16 @@ def test_new_shape_scalar_or_alignment_is_a_new_signature():
         before = calls["add"]
         _, kept = replayed(lambda: torch.add(args[0], args[1], alpha=args[2]))
         assert calls["add"] == before + 1 and kept == [], (args, kept)
+    # Settings a function may read are signature too.
+    for setting, restore in [(lambda: torch.set_default_dtype(torch.float64), lambda: torch.set_default_dtype(torch.float32)),
+                             (lambda: torch.use_deterministic_algorithms(True), lambda: torch.use_deterministic_algorithms(False))]:
+        setting()
+        try:
+            before = calls["add"]
+            _, kept = replayed(lambda: torch.add(a, b, alpha=2))
+            assert calls["add"] == before + 1 and kept == [], kept
+        finally:
+            restore()
 
 @check
 def test_inplace_replay_writes_the_argument_and_returns_it():
@@ -259,7 +269,7 @@ print("RESULTS " + __import__("json").dumps(RESULTS))
 
 CHECKS = [
     "test_replay_without_python_after_two_agreeing_records",
-    "test_new_shape_scalar_or_alignment_is_a_new_signature",
+    "test_new_shape_scalar_alignment_or_setting_is_a_new_signature",
     "test_inplace_replay_writes_the_argument_and_returns_it",
     "test_launches_that_differ_between_calls_are_never_replayed",
     "test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay",

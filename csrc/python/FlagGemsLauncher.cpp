@@ -1,7 +1,9 @@
 // FlagGemsLauncher.cpp - records of FlagGems calls, and their replay.
 #include "python/FlagGemsLauncher.h"
 
+#include <ATen/Context.h>
 #include <ATen/ops/as_strided.h>
+#include <c10/core/DefaultDtype.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/Dtype.h>
@@ -363,6 +365,10 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   const size_t n = op.schema().arguments().size();
   key.key.reserve(64);
   key.key.push_back(current_alias_device());
+  // Global settings a FlagGems function may read: the default dtype
+  // (factories without one), deterministic algorithms (index_put, scatter).
+  key.key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) * 2 +
+                    at::globalContext().deterministicAlgorithms());
   for (size_t i = stack.size() - n; i < stack.size(); ++i) {
     if (!key.value(stack[i])) return out;
   }
