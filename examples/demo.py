@@ -102,6 +102,10 @@ def routes() -> None:
     print("op calls per backend so far:", counts)
     print("FlagGems live:", torch_fl.is_flaggems_enabled(), f"({len(torch_fl.get_registered_ops())} ops)",
           "" if torch_fl._flaggems.available() else f"- FlagGems {torch_fl._flaggems.unavailable_reason()}")
+    if torch_fl._flaggems.available():
+        stats = torch_fl._flaggems.launcher_stats().values()
+        print(f"FlagGems calls replayed by the launcher: {sum(s['replayed'] for s in stats)}, "
+              f"run in Python: {sum(s['python'] + s['recorded'] for s in stats)}")
 
 
 def main() -> None:
