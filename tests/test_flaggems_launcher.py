@@ -71,6 +71,13 @@ def autotuned_sin(x):
         out.copy_(x.sin())
     return out
 
+def seeded_bernoulli(x, generator=None):
+    out = torch.empty_like(x)
+    kernel("bernoulli", SEEDED, ("*fp32", "*fp32", "u64"), (x, out, 1234))  # a seed re-set by the caller
+    with _disable_current_modes():
+        out.copy_(torch.bernoulli(x, generator=generator))
+    return out
+
 def clamp_max(x, min=None, max=None):
     out = torch.empty_like(x)
     kernel("clamp", MUL, ("*fp32", "*fp32", "*fp32"), (x, max, out))
@@ -95,7 +102,7 @@ def cloning_exp(x):
 flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
-                            "sqrt": contiguous_sqrt})
+                            "sqrt": contiguous_sqrt, "bernoulli": seeded_bernoulli})
 dev = "flagos"
 
 def u64(b):
@@ -209,6 +216,16 @@ def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
     assert len(kept) == 1 and u64(kept[0][4][0]) not in (0, y.data_ptr()), kept
 
 @check
+def test_random_ops_are_never_recorded_even_when_reseeded():
+    x = torch.full((6,), 0.5, device=dev)
+    for _ in range(4):
+        torch.manual_seed(0)
+        torch.bernoulli(x)
+    _, kept = replayed(lambda: torch.bernoulli(x))
+    st = flaggems.launcher_stats()["bernoulli"]
+    assert kept == [] and calls["bernoulli"] == 5 and st["recorded"] == 0, st
+
+@check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
     x = torch.randn(5, device=dev)
     for _ in range(4):  # a first call, three refused records
@@ -275,6 +292,7 @@ CHECKS = [
     "test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay",
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
+    "test_random_ops_are_never_recorded_even_when_reseeded",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",
@@ -314,11 +332,23 @@ def test_scalar_parameters_are_packed_as_triton_packs_them(ty, value, expected):
     assert _pack(ty, value) == expected
 
 
-def test_hook_reports_why_it_cannot_see_launches_without_triton():
+def test_a_launch_that_cannot_be_recorded_refuses_the_record_not_the_call():
     from torch_fl import _launch_capture
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        assert "Triton's launcher is not available" in _launch_capture.install_triton_hook()
-    else:
-        pytest.skip("Triton is installed: the GPU tests check the hook")
+    recording = _launch_capture._Recording([])
+    _launch_capture._local.recording = recording
+    try:  # an i32 parameter given a value that needs 64 bits
+        _launch_capture.note_launch((1, 1, 1), 1, 4, 1, 0, ("i32",), (2**40,))
+    finally:
+        _launch_capture._local.recording = None
+    assert recording.refused.startswith("a launch could not be recorded (error:"), recording.refused
+
+
+def test_hook_is_installed_or_says_why_not():
+    from torch_fl import _launch_capture
+    problem = _launch_capture.install_triton_hook()
+    if problem is None:  # Triton with a CUDA driver: its launcher class is wrapped, once
+        from triton.runtime import driver
+        assert driver.active.launcher_cls._flagos_hooked
+        assert _launch_capture.install_triton_hook() is None
+    else:  # no Triton, or no driver for it: a reason, and the routes run FlagGems' Python
+        assert problem.startswith("Triton's launcher is not available ("), problem

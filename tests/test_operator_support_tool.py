@@ -185,6 +185,24 @@ def test_sweep_compares_gradients_and_skips_samples_the_reference_refuses(monkey
     assert (status, reached) == ("reference-error", []) and "expected the index" in detail
 
 
+def test_replay_mode_runs_three_calls_before_the_checked_one(monkeypatch):
+    tool = _sample_checks()
+    monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")
+    seen = []
+
+    def sin(t):
+        seen.append(t.device.type)
+        return torch.sin(t)
+
+    x = torch.randn(5)
+    assert tool._run_sample(_StandInOp(sin), _sample(x), "float32")[0] == "pass"
+    plain = seen.count("flagos")
+    seen.clear()
+    monkeypatch.setenv(tool.REPLAY, "1")
+    assert tool._run_sample(_StandInOp(sin), _sample(x), "float32")[0] == "pass"
+    assert seen.count("flagos") == plain + tool.REPLAY_WARMUP, seen
+
+
 def test_inplace_and_out_forms_are_checked(monkeypatch):
     tool = _sample_checks()
     monkeypatch.setenv("FLAGOS_SWEEP_REFERENCE", "cpu")

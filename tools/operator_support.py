@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from sweep_sample import (  # noqa: E402
-    DTYPES, HANDWRITTEN, RANDOM_CHECKS, RANDOM_WORDS, REHEARSAL, _check_sample, _is_random,
+    DTYPES, HANDWRITTEN, RANDOM_CHECKS, RANDOM_WORDS, REHEARSAL, REPLAY, _check_sample, _is_random,
     _noncontiguous_variant, _one_line, _random_op_records, _variants, handwritten_dtypes, handwritten_items,
     handwritten_record,
 )
@@ -167,6 +167,9 @@ def main() -> int:
     parser.add_argument("--only", default=None, metavar="NAMES",
                         help="comma-separated OpInfo names to run (say, those a first run did not reach); "
                              f"'{HANDWRITTEN}<case>' names a hand-written case, '{RANDOM_CHECKS}' the random checks")
+    parser.add_argument("--replay", action="store_true",
+                        help="run each sample on flagos three times before the checked call, so that the "
+                             "launcher replays FlagGems' kernels in it (a first call, two records)")
     parser.add_argument("--missing-from", default=None, metavar="PATH",
                         help="run only the OpInfos with no record in this earlier run's JSON "
                              "(merge the two with --from-json)")
@@ -177,6 +180,8 @@ def main() -> int:
         args.report_only = True
     if args.rehearse:
         os.environ.update({"FLAGOS_VENDOR": "host", "FLAGOS_SWEEP_REFERENCE": "cpu", REHEARSAL: "1"})
+    if args.replay:
+        os.environ[REPLAY] = "1"
     logs = Path(args.out).with_suffix("")
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -237,6 +242,7 @@ def main() -> int:
         "timeouts": sum(1 for r in records if r.get("status") == "timeout"),
         "hung": hung,
         "noncontiguous": True,
+        "replay": bool(args.replay),  # checked calls were the launcher's replays where it could
         **_record_counts(records),
         "seconds": elapsed,
         "environment": None if args.static else {

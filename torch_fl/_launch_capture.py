@@ -246,8 +246,12 @@ def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_c
     """Tells an active recording about one kernel launch (from Triton's
     launcher hook, or from a test's stand-in kernel). A no-op otherwise."""
     recording = getattr(_local, "recording", None)
-    if recording is not None:
+    if recording is None:
+        return
+    try:
         recording.launch(grid, function, num_warps, num_ctas, shared, signature, args, unsupported)
+    except Exception as exc:  # a record may fail; the launch itself must not
+        recording.refuse(f"a launch could not be recorded ({type(exc).__name__}: {exc})")
 
 
 def capture(fn, args: tuple, kwargs: dict, inputs: Sequence[torch.Tensor], num_returns: int):

@@ -102,6 +102,7 @@ struct Entry {
 
 struct OpCache {
   const OpPlan* op;
+  int random = -1;  // draws from a generator (never recorded): 1, 0, or -1 until known
   std::unordered_map<std::vector<int64_t>, Entry, KeyHash> entries;
   std::atomic<uint64_t> replayed{0}, recorded{0}, python{0};
   std::string reason;  // the last refusal
@@ -126,6 +127,20 @@ bool log_enabled() {
 }
 std::mutex kept_mutex;
 std::vector<std::tuple<uintptr_t, std::vector<unsigned>, unsigned, unsigned, std::vector<std::string>>> kept;
+
+// A random op draws a new seed or offset at each call, which a replay
+// would repeat; two records agree whenever the caller re-seeds between
+// calls, so random ops are known by their schema instead: a generator
+// argument, or native_dropout's draw from the default generator.
+bool draws_random_numbers(const c10::FunctionSchema& schema) {
+  if (schema.name() == "aten::native_dropout") return true;
+  for (const auto& arg : schema.arguments()) {
+    const c10::Type* type = arg.type().get();
+    if (type->kind() == c10::TypeKind::OptionalType) type = type->castRaw<c10::OptionalType>()->getElementType().get();
+    if (type->kind() == c10::TypeKind::GeneratorType) return true;
+  }
+  return false;
+}
 
 OpCache& cache_of(const OpPlan& plan) {
   auto& slot = (*caches)[&plan];
@@ -374,6 +389,8 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   }
   std::lock_guard<std::mutex> lock(mutex);
   OpCache& cache = cache_of(plan);
+  if (cache.random < 0) cache.random = draws_random_numbers(op.schema());
+  if (cache.random) return out;
   auto it = cache.entries.find(key.key);
   if (it == cache.entries.end()) {
     if (cache.entries.size() < kMaxSignatures) cache.entries[std::move(key.key)].state = State::Counted;
