@@ -149,6 +149,13 @@ def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():
         before = calls["add"]
         _, kept = replayed(lambda: torch.add(args[0], args[1], alpha=args[2]))
         assert calls["add"] == before + 1 and kept == [], (args, kept)
+    # Another residue mod 16 is another signature, even once the first replays.
+    off4 = torch.randn(7, device=dev)[1:]
+    for _ in range(2):  # its first call was made above
+        torch.add(off4, b, alpha=2)
+    before = calls["add"]
+    _, kept = replayed(lambda: torch.add(torch.randn(8, device=dev)[2:], b, alpha=2))
+    assert calls["add"] == before + 1 and kept == [], kept
     # Settings a function may read are signature too.
     for setting, restore in [(lambda: torch.set_default_dtype(torch.float64), lambda: torch.set_default_dtype(torch.float32)),
                              (lambda: torch.use_deterministic_algorithms(True), lambda: torch.use_deterministic_algorithms(False))]:

@@ -175,9 +175,10 @@ struct KeyBuilder {
     key.push_back(t.dim());
     key.insert(key.end(), t.sizes().begin(), t.sizes().end());
     key.insert(key.end(), t.strides().begin(), t.strides().end());
-    // Triton specializes pointers on 16-byte alignment; the record is
-    // only good for arguments aligned as they were.
-    key.push_back(reinterpret_cast<uintptr_t>(p) % 16 == 0);
+    // Triton specializes pointers on 16-byte alignment. The whole residue,
+    // not just "aligned or not": a kernel may get this pointer plus an
+    // offset, whose alignment then depends on it.
+    key.push_back(static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) % 16));
     int64_t same = -1;
     for (size_t i = 0; i < pointers.size(); ++i) {
       if (pointers[i] == p) {
