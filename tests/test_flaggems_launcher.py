@@ -78,6 +78,12 @@ def seeded_bernoulli(x, generator=None):
         out.copy_(torch.bernoulli(x, generator=generator))
     return out
 
+def foreach_mul_(xs, y):  # in-place foreach ops return nothing
+    for x in xs:
+        kernel("foreach", MUL, ("*fp32", "fp32"), (x, y))
+        with _disable_current_modes():
+            x.mul_(y)
+
 def clamp_max(x, min=None, max=None):
     out = torch.empty_like(x)
     kernel("clamp", MUL, ("*fp32", "*fp32", "*fp32"), (x, max, out))
@@ -102,7 +108,8 @@ def cloning_exp(x):
 flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
-                            "sqrt": contiguous_sqrt, "bernoulli": seeded_bernoulli})
+                            "sqrt": contiguous_sqrt, "bernoulli": seeded_bernoulli,
+                            "_foreach_mul_.Scalar": foreach_mul_})
 dev = "flagos"
 
 def u64(b):
@@ -233,6 +240,15 @@ def test_random_ops_are_never_recorded_even_when_reseeded():
     assert kept == [] and calls["bernoulli"] == 5 and st["recorded"] == 0, st
 
 @check
+def test_an_inplace_op_returning_nothing_is_replayed():
+    xs = [torch.ones(3, device=dev), torch.ones(5, device=dev)]
+    for _ in range(3):
+        torch._foreach_mul_(xs, 2.0)
+    assert [x.cpu().tolist() for x in xs] == [[8.0] * 3, [8.0] * 5]
+    _, kept = replayed(lambda: torch._foreach_mul_(xs, 2.0))
+    assert [u64(k[4][0]) for k in kept] == [x.data_ptr() for x in xs], kept
+
+@check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
     x = torch.randn(5, device=dev)
     for _ in range(4):  # a first call, three refused records
@@ -300,6 +316,7 @@ CHECKS = [
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
     "test_random_ops_are_never_recorded_even_when_reseeded",
+    "test_an_inplace_op_returning_nothing_is_replayed",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",

@@ -191,7 +191,7 @@ class _Recording:
         # a launch went by a path the hook does not see.
         if self.refused is None and not self.launches and any(t.numel() for t in self.allocations):
             self.refuse("it launched no kernel that the hook saw")
-        outs = out if num_returns != 1 else (out,)
+        outs = (out,) if num_returns == 1 else () if num_returns == 0 and out is None else out
         if self.refused is None and (not isinstance(outs, (tuple, list)) or len(outs) != num_returns):
             self.refuse(f"it returned {type(out).__name__} for {num_returns} results")
         results = [] if self.refused else [self._result(r) for r in outs]
