@@ -84,6 +84,14 @@ def foreach_mul_(xs, y):  # in-place foreach ops return nothing
         with _disable_current_modes():
             x.mul_(y)
 
+def write_then_copy_(x, value):  # as an in-place op that copies its argument after a first kernel
+    kernel("fill", MUL, ("*fp32", "fp32"), (x, value))
+    with _disable_current_modes():
+        x.fill_(value)
+    c = x.t().contiguous() if x.dim() == 2 else x.clone()
+    kernel("fill", ADD, ("*fp32", "*fp32"), (x, c))
+    return x
+
 def clamp_max(x, min=None, max=None):
     out = torch.empty_like(x)
     kernel("clamp", MUL, ("*fp32", "*fp32", "*fp32"), (x, max, out))
@@ -109,7 +117,8 @@ flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seede
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
                             "sqrt": contiguous_sqrt, "bernoulli": seeded_bernoulli,
-                            "_foreach_mul_.Scalar": foreach_mul_})
+                            "_foreach_mul_.Scalar": foreach_mul_,
+                            "fill_.Scalar": write_then_copy_})
 dev = "flagos"
 
 def u64(b):
@@ -217,8 +226,8 @@ def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
         assert torch.allclose(torch.sqrt(x.t()).cpu(), x.cpu().t().sqrt())
     before = calls["sqrt"]
     _, kept = replayed(lambda: torch.sqrt(x.t()))
-    assert calls["sqrt"] == before and len(kept) == 1, kept
-    assert u64(kept[0][4][0]) not in (0, x.data_ptr()), "the kernel must read the contiguous copy"
+    assert calls["sqrt"] == before and [k[0] for k in kept] == [0, MUL], kept  # the copy, the launch
+    assert u64(kept[1][4][0]) not in (0, x.data_ptr()), "the kernel must read the contiguous copy"
     for _ in range(3):
         torch.sqrt(x)
     _, kept = replayed(lambda: torch.sqrt(x))
@@ -227,7 +236,7 @@ def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
     for _ in range(3):
         assert torch.allclose(torch.sqrt(y).cpu(), y.cpu().sqrt())
     _, kept = replayed(lambda: torch.sqrt(y))
-    assert len(kept) == 1 and u64(kept[0][4][0]) not in (0, y.data_ptr()), kept
+    assert [k[0] for k in kept] == [0, MUL] and u64(kept[1][4][0]) not in (0, y.data_ptr()), kept
 
 @check
 def test_random_ops_are_never_recorded_even_when_reseeded():
@@ -247,6 +256,20 @@ def test_an_inplace_op_returning_nothing_is_replayed():
     assert [x.cpu().tolist() for x in xs] == [[8.0] * 3, [8.0] * 5]
     _, kept = replayed(lambda: torch._foreach_mul_(xs, 2.0))
     assert [u64(k[4][0]) for k in kept] == [x.data_ptr() for x in xs], kept
+
+@check
+def test_a_copy_is_made_where_the_function_made_it():
+    x = torch.zeros(2, 3, device=dev)
+    for _ in range(3):
+        x.fill_(1.5)
+    _C._launcher_keep_launches(True)
+    try:
+        x.fill_(1.5)
+        kept = _C._launcher_kept_launches()
+    finally:
+        _C._launcher_keep_launches(False)
+    assert [k[0] for k in kept] == [MUL, 0, ADD], kept  # launch, copy, launch
+    assert u64(kept[2][4][0]) == x.data_ptr() and u64(kept[2][4][1]) not in (0, x.data_ptr())
 
 @check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
@@ -317,6 +340,7 @@ CHECKS = [
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
     "test_random_ops_are_never_recorded_even_when_reseeded",
     "test_an_inplace_op_returning_nothing_is_replayed",
+    "test_a_copy_is_made_where_the_function_made_it",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",

@@ -77,8 +77,9 @@ class _Recording:
     def __init__(self, inputs: Sequence[torch.Tensor]):
         self.inputs = list(inputs)
         self.allocations: List[torch.Tensor] = []
-        # (argument index, byte offset, sizes, strides) of what was copied, and the copy
-        self.copies: List[Tuple[int, int, tuple, tuple, torch.Tensor]] = []
+        # (argument index, byte offset, sizes, strides) of what was copied, the
+        # launches before the copy, and the copy
+        self.copies: List[Tuple[int, int, tuple, tuple, int, torch.Tensor]] = []
         self.launches: List[tuple] = []
         self.refused: Optional[str] = None
         self.aten_ops: List[str] = []  # for FLAGOS_LAUNCHER_LOG=2
@@ -110,8 +111,9 @@ class _Recording:
         start = source.untyped_storage().data_ptr()
         for i, t in enumerate(self.inputs):
             if t is not None and t.untyped_storage().data_ptr() == start and t.dtype == source.dtype:
+                # The number of launches before it: the replay copies at the same point.
                 self.copies.append((i, source.data_ptr() - t.data_ptr(), tuple(source.shape),
-                                    tuple(source.stride()), out))
+                                    tuple(source.stride()), len(self.launches), out))
                 return None
         return self.refuse("it copies a tensor that is neither an argument nor a view of one")
 
@@ -206,7 +208,8 @@ class _Recording:
             return (f"it takes or allocates tensors on several devices (arguments on {sorted(map(str, devices))}, "
                     f"allocations on {sorted(map(str, allocated))})")
         allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
-        copies = tuple((i, offset, sizes, strides, tuple(t.stride())) for i, offset, sizes, strides, t in self.copies)
+        copies = tuple((i, offset, sizes, strides, tuple(t.stride()), at)
+                       for i, offset, sizes, strides, at, t in self.copies)
         return (allocations, tuple(self.launches), tuple(results), copies)
 
 

@@ -55,6 +55,7 @@ struct Copy {
   uint32_t input;
   int64_t offset;  // bytes from the argument's data pointer to the view's
   std::vector<int64_t> sizes, view_strides, strides;
+  size_t before_launch;  // made after this many launches, as the function did
 };
 
 struct Result {
@@ -283,8 +284,8 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
   auto plan = std::make_shared<Plan>();
   for (const py::handle& c : record[3]) {
     auto item = py::cast<py::tuple>(c);
-    plan->copies.push_back(
-        {py::cast<uint32_t>(item[0]), py::cast<int64_t>(item[1]), ints(item[2]), ints(item[3]), ints(item[4])});
+    plan->copies.push_back({py::cast<uint32_t>(item[0]), py::cast<int64_t>(item[1]), ints(item[2]), ints(item[3]),
+                            ints(item[4]), py::cast<size_t>(item[5])});
   }
   for (const py::handle& a : record[0]) {
     auto item = py::cast<py::tuple>(a);
@@ -328,6 +329,16 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
     }
     plan->results.push_back(std::move(result));
   }
+  auto check = [&](Source source, uint32_t index, const char* what) {
+    const size_t count = source == Source::Allocation ? plan->allocations.size()
+                         : source == Source::Copy     ? plan->copies.size()
+                                                      : SIZE_MAX;  // arguments: checked at replay
+    TORCH_CHECK(index < count, "flagos: a launch record's ", what, " names item ", index, " of ", count);
+  };
+  for (const KernelLaunch& k : plan->launches) {
+    for (const Pointer& p : k.pointers) check(p.source, p.index, "pointer");
+  }
+  for (const Result& r : plan->results) check(r.source, r.index, "result");
   return plan;
 }
 
@@ -452,12 +463,20 @@ void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* 
   const std::vector<at::Tensor> inputs = tensor_arguments(op, *stack);
   const c10::DeviceType type = alias_device_type();
   const c10::Device device(type, current_alias_device());
+  for (const Copy& c : plan.copies) TORCH_CHECK(c.input < inputs.size(), "flagos: a launch record copies argument ", c.input, " of ", inputs.size());
   c10::SmallVector<at::Tensor, 2> copies;
-  for (const Copy& c : plan.copies) {
-    const at::Tensor& in = inputs[c.input];
-    at::Tensor view = at::as_strided(in, c.sizes, c.view_strides, in.storage_offset() + c.offset / in.element_size());
-    copies.push_back(at::empty_strided(c.sizes, c.strides, in.options()).copy_(view));
-  }
+  auto copy_up_to = [&](size_t launches_done) {
+    while (copies.size() < plan.copies.size() && plan.copies[copies.size()].before_launch <= launches_done) {
+      const Copy& c = plan.copies[copies.size()];
+      const at::Tensor& in = inputs[c.input];
+      at::Tensor view = at::as_strided(in, c.sizes, c.view_strides, in.storage_offset() + c.offset / in.element_size());
+      copies.push_back(at::empty_strided(c.sizes, c.strides, in.options()).copy_(view));
+      if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
+        std::lock_guard<std::mutex> lock(kept_mutex);
+        kept.emplace_back(0, std::vector<unsigned>{0, 0, 0}, 0, 0, std::vector<std::string>{});
+      }
+    }
+  };
   c10::SmallVector<at::Tensor, 4> allocations;
   for (const Allocation& a : plan.allocations) {
     allocations.push_back(at::empty_strided(a.sizes, a.strides, at::TensorOptions().dtype(a.dtype).device(device)));
@@ -470,12 +489,21 @@ void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* 
     const auto* guard = c10::impl::getDeviceGuardImpl(type);
     stream = guard->getStreamNativeHandle(guard->getStream(device));
   }
-  for (const KernelLaunch& k : plan.launches) {
+  for (size_t i = 0; i < plan.launches.size(); ++i) {
+    const KernelLaunch& k = plan.launches[i];
+    copy_up_to(i);
     c10::SmallVector<uint64_t, 32> bytes(k.bytes.begin(), k.bytes.end());
     for (const Pointer& p : k.pointers) {
+      TORCH_CHECK(p.source != Source::Input || p.index < inputs.size(), "flagos: a launch record reads argument ",
+                  p.index, " of ", inputs.size());
       bytes[k.slot[p.param]] = reinterpret_cast<uintptr_t>(base(p.source, p.index).const_data_ptr()) + p.offset;
     }
     launch(k, bytes.data(), stream);
+  }
+  copy_up_to(plan.launches.size());
+  for (const Result& r : plan.results) {
+    TORCH_CHECK(r.source != Source::Input || r.index < inputs.size(), "flagos: a launch record returns argument ",
+                r.index, " of ", inputs.size());
   }
   torch::jit::drop(*stack, op.schema().arguments().size());
   for (const Result& r : plan.results) {

@@ -57,7 +57,8 @@ pybind11::dict stats();
 void count_python_call(const OpPlan& plan);
 
 // Tests: instead of launching, keep each launch as (function, grid, block,
-// shared bytes, [parameter bytes]) for `recorded_launches`.
+// shared bytes, [parameter bytes]) for `recorded_launches`, and each copy of
+// an argument, in order, as (0, (0, 0, 0), 0, 0, []).
 void keep_launches(bool on);
 pybind11::list recorded_launches();
 
