@@ -34,7 +34,8 @@ run_step() {
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     # OPS_PREVIOUS=<an earlier run's JSON>: only the OpInfos that run did not reach.
     # OPS_REPLAY=1: each checked call is the fourth of its signature (the launcher replays it).
-    ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} ${OPS_REPLAY:+--replay} > /tmp/ops.log 2>&1
+    # OPS_ONLY="a,b": only those OpInfos or hand-written cases.
+    ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} ${OPS_REPLAY:+--replay} ${OPS_ONLY:+--only "$OPS_ONLY"} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
     # FLAGOS_LAUNCHER_LOG=1 adds a line per signature the launcher gives up.
     qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
