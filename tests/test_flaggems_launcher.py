@@ -272,6 +272,19 @@ def test_a_copy_is_made_where_the_function_made_it():
     assert u64(kept[2][4][0]) == x.data_ptr() and u64(kept[2][4][1]) not in (0, x.data_ptr())
 
 @check
+def test_two_views_of_one_tensor_map_to_the_argument_each_pointer_starts():
+    base = torch.randn(2, 16, device=dev)
+    left, right = base[:, :4], base[:, 4:8]
+    for _ in range(3):
+        torch.add(left, right, alpha=2)
+    _, kept = replayed(lambda: torch.add(left, right, alpha=2))
+    assert [u64(p) for p in kept[0][4][:2]] == [left.data_ptr(), right.data_ptr()], kept
+    # The same shapes and alignment, but the views start another distance apart: another signature.
+    before = calls["add"]
+    _, kept = replayed(lambda: torch.add(left, base[:, 8:12], alpha=2))
+    assert calls["add"] == before + 1 and kept == [], kept
+
+@check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
     x = torch.randn(5, device=dev)
     for _ in range(4):  # a first call, three refused records
@@ -341,6 +354,7 @@ CHECKS = [
     "test_random_ops_are_never_recorded_even_when_reseeded",
     "test_an_inplace_op_returning_nothing_is_replayed",
     "test_a_copy_is_made_where_the_function_made_it",
+    "test_two_views_of_one_tensor_map_to_the_argument_each_pointer_starts",
     "test_memory_outside_arguments_and_allocations_is_never_replayed",
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",

@@ -118,19 +118,22 @@ class _Recording:
         return self.refuse("it copies a tensor that is neither an argument nor a view of one")
 
     def locate(self, ptr: int) -> Optional[Pointer]:
-        """The tensor whose memory holds `ptr`, as (kind, index, offset)."""
-        found = None
+        """The tensor whose memory holds `ptr`, as (kind, index, offset): the
+        one whose data pointer it is, else the one whose storage holds it."""
+        holders = []
         for kind, index, t in self._bases():
+            if t.data_ptr() == ptr:
+                return (_KIND[kind], index, 0)
             storage = t.untyped_storage()
             start = storage.data_ptr()
-            if not (start <= ptr < start + storage.nbytes() or ptr == start):
-                continue
-            if found is not None and found[3] != t.data_ptr():
-                self.refuse("a kernel pointer lies in two overlapping arguments")
-                return None
-            if found is None:
-                found = (_KIND[kind], index, ptr - t.data_ptr(), t.data_ptr())
-        return None if found is None else found[:3]
+            if start <= ptr < start + storage.nbytes() or ptr == start:
+                holders.append((_KIND[kind], index, ptr - t.data_ptr(), t.data_ptr()))
+        if len({h[3] for h in holders}) > 1:
+            # Views of one storage at other offsets: which one the kernel
+            # reads from is not knowable, and the next call may shift them.
+            self.refuse("a kernel pointer lies inside two overlapping arguments")
+            return None
+        return holders[0][:3] if holders else None
 
     def launch(self, grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int,
                shared: int, signature: Optional[Sequence[Any]], args: Sequence[Any],

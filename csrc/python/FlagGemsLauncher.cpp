@@ -162,7 +162,7 @@ enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool
 struct KeyBuilder {
   c10::DeviceType alias_type;
   std::vector<int64_t> key;
-  c10::SmallVector<const void*, 8> pointers;
+  c10::SmallVector<const void*, 8> pointers, storages;
 
   bool tensor(const at::Tensor& t) {
     if (!t.defined()) {
@@ -180,15 +180,21 @@ struct KeyBuilder {
     // not just "aligned or not": a kernel may get this pointer plus an
     // offset, whose alignment then depends on it.
     key.push_back(static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) % 16));
-    int64_t same = -1;
-    for (size_t i = 0; i < pointers.size(); ++i) {
-      if (pointers[i] == p) {
-        same = static_cast<int64_t>(i);
+    // Tensors over one storage: the first earlier one, and how far apart
+    // they start, so a record's pointer attributions hold at every replay.
+    const void* storage = t.has_storage() ? t.storage().data() : nullptr;
+    int64_t shares = -1, delta = 0;
+    for (size_t i = 0; i < storages.size(); ++i) {
+      if (storage != nullptr && storages[i] == storage) {
+        shares = static_cast<int64_t>(i);
+        delta = static_cast<const char*>(p) - static_cast<const char*>(pointers[i]);
         break;
       }
     }
-    key.push_back(same);
+    key.push_back(shares);
+    key.push_back(delta);
     pointers.push_back(p);
+    storages.push_back(storage);
     // A one-element CPU tensor beside device tensors is a scalar that the
     // function may read into a kernel parameter: its value is signature.
     if (t.device().type() == c10::DeviceType::CPU && alias_type != c10::DeviceType::CPU && t.numel() == 1) {
