@@ -184,7 +184,7 @@ void call_function(const c10::OperatorHandle& op, const OpPlan& plan, launcher::
     return push_results(op.schema(), stack, out);
   }
   py::list inputs;
-  for (const at::Tensor& t : launcher::tensor_arguments(op, *stack)) inputs.append(py::cast(t));
+  for (const at::Tensor& t : look.tensors) inputs.append(py::cast(t));
   auto [args, kwargs] = to_python(op.schema(), stack);
   auto recorded = py::cast<py::tuple>(py::reinterpret_borrow<py::object>(recorder)(
       py::reinterpret_borrow<py::object>(fn), args, kwargs, inputs, op.schema().returns().size()));
@@ -200,7 +200,7 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
   std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
   launcher::Lookup look = launcher::lookup(op, plan, *stack);
   if (look.plan) {
-    launcher::replay(*look.plan, op, stack);
+    launcher::replay(*look.plan, look.tensors, op, stack);
     return keep_results_in_written_arguments(op.schema(), saved, stack);
   }
   std::string failure;

@@ -39,8 +39,7 @@ struct KernelLaunch {
   unsigned grid[3];
   unsigned block;
   unsigned shared;
-  std::vector<uint64_t> bytes;      // every parameter, 8-byte aligned slots
-  std::vector<uint32_t> slot;       // parameter -> its first 8-byte slot
+  std::vector<uint64_t> bytes;  // one 8-byte slot per parameter
   std::vector<Pointer> pointers;
 };
 
@@ -152,19 +151,16 @@ OpCache& cache_of(const OpPlan& plan) {
   return *slot;
 }
 
-c10::DeviceType alias_device_type() {
-  return live_vendor() == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-}
-
 // Kinds of key entries: the argument kind, then its content.
 enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool, kString, kDevice, kComplex };
 
 struct KeyBuilder {
-  c10::DeviceType alias_type;
   std::vector<int64_t> key;
+  std::vector<at::Tensor> tensors;  // every tensor argument, in the order keyed
   c10::SmallVector<const void*, 8> pointers, storages;
 
   bool tensor(const at::Tensor& t) {
+    tensors.push_back(t);
     if (!t.defined()) {
       key.push_back(kUndefined);
       return true;
@@ -197,7 +193,7 @@ struct KeyBuilder {
     storages.push_back(storage);
     // A one-element CPU tensor beside device tensors is a scalar that the
     // function may read into a kernel parameter: its value is signature.
-    if (t.device().type() == c10::DeviceType::CPU && alias_type != c10::DeviceType::CPU && t.numel() == 1) {
+    if (t.device().type() == c10::DeviceType::CPU && native_device_type() != c10::DeviceType::CPU && t.numel() == 1) {
       int64_t bits = 0;
       std::memcpy(&bits, p, std::min<size_t>(sizeof bits, t.element_size()));
       key.push_back(bits);
@@ -267,8 +263,8 @@ struct KeyBuilder {
   }
 };
 
-c10::DeviceIndex current_alias_device() {
-  return c10::impl::getDeviceGuardImpl(alias_device_type())->getDevice().index();
+c10::DeviceIndex current_native_device() {
+  return c10::impl::getDeviceGuardImpl(native_device_type())->getDevice().index();
 }
 
 std::vector<int64_t> ints(const py::handle& seq) {
@@ -310,7 +306,6 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
     launch.shared = py::cast<unsigned>(item[3]);
     uint32_t param = 0;
     for (const py::handle& p : item[4]) {
-      launch.slot.push_back(static_cast<uint32_t>(launch.bytes.size()));
       if (py::isinstance<py::bytes>(p)) {
         std::string raw = py::cast<std::string>(p);
         TORCH_CHECK(!raw.empty() && raw.size() <= 8, "flagos: a recorded parameter has ", raw.size(), " bytes");
@@ -348,20 +343,10 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
   return plan;
 }
 
-void append_tensors(const c10::IValue& v, std::vector<at::Tensor>* out) {
-  if (v.isTensor()) {
-    out->push_back(v.toTensor());
-  } else if (v.isTensorList()) {
-    for (const at::Tensor& t : v.toTensorList()) out->push_back(t);
-  } else if (v.isOptionalTensorList()) {
-    for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) out->push_back(t.has_value() ? *t : at::Tensor());
-  }
-}
-
 // `bytes` holds the parameters with this call's pointers patched in.
 void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
-  c10::SmallVector<void*, 32> params(k.slot.size());
-  for (size_t i = 0; i < k.slot.size(); ++i) params[i] = const_cast<uint64_t*>(bytes + k.slot[i]);
+  c10::SmallVector<void*, 32> params(k.bytes.size());
+  for (size_t i = 0; i < k.bytes.size(); ++i) params[i] = const_cast<uint64_t*>(bytes + i);
   if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
     std::vector<std::string> kept_params;
     for (void* p : params) kept_params.emplace_back(static_cast<const char*>(p), 8);
@@ -379,13 +364,6 @@ void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
 bool enabled() { return on.load(std::memory_order_relaxed); }
 void set_enabled(bool value) { on.store(value); }
 
-std::vector<at::Tensor> tensor_arguments(const c10::OperatorHandle& op, const torch::jit::Stack& stack) {
-  std::vector<at::Tensor> out;
-  const size_t n = op.schema().arguments().size();
-  for (size_t i = stack.size() - n; i < stack.size(); ++i) append_tensors(stack[i], &out);
-  return out;
-}
-
 void count_python_call(const OpPlan& plan) {
   std::lock_guard<std::mutex> lock(mutex);
   cache_of(plan).python.fetch_add(1, std::memory_order_relaxed);
@@ -394,10 +372,10 @@ void count_python_call(const OpPlan& plan) {
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
   Lookup out;
   if (!enabled() || plan.backend.load(std::memory_order_relaxed) != FLAGOS_BACKEND_FLAGOS) return out;
-  KeyBuilder key{alias_device_type()};
+  KeyBuilder key;
   const size_t n = op.schema().arguments().size();
   key.key.reserve(64);
-  key.key.push_back(current_alias_device());
+  key.key.push_back(current_native_device());
   // Global settings a FlagGems function may read: the default dtype
   // (factories without one), deterministic algorithms (index_put, scatter).
   key.key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) * 2 +
@@ -416,11 +394,11 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   } else if (it->second.state == State::Replay) {
     out.plan = it->second.plan;
     cache.replayed.fetch_add(1, std::memory_order_relaxed);
-    return out;
   } else {
     out.record = it->second.state != State::Python;
+    if (out.record) out.key = std::move(key.key);
   }
-  if (out.record) out.key = std::move(key.key);
+  if (out.plan || out.record) out.tensors = std::move(key.tensors);
   return out;
 }
 
@@ -465,10 +443,10 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
   entry.state = State::Seen;
 }
 
-void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  const std::vector<at::Tensor> inputs = tensor_arguments(op, *stack);
-  const c10::DeviceType type = alias_device_type();
-  const c10::Device device(type, current_alias_device());
+void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::OperatorHandle& op,
+            torch::jit::Stack* stack) {
+  const c10::DeviceType type = native_device_type();
+  const c10::Device device = native_device(current_native_device());
   for (const Copy& c : plan.copies) TORCH_CHECK(c.input < inputs.size(), "flagos: a launch record copies argument ", c.input, " of ", inputs.size());
   c10::SmallVector<at::Tensor, 2> copies;
   auto copy_up_to = [&](size_t launches_done) {
@@ -502,7 +480,7 @@ void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* 
     for (const Pointer& p : k.pointers) {
       TORCH_CHECK(p.source != Source::Input || p.index < inputs.size(), "flagos: a launch record reads argument ",
                   p.index, " of ", inputs.size());
-      bytes[k.slot[p.param]] = reinterpret_cast<uintptr_t>(base(p.source, p.index).const_data_ptr()) + p.offset;
+      bytes[p.param] = reinterpret_cast<uintptr_t>(base(p.source, p.index).const_data_ptr()) + p.offset;
     }
     launch(k, bytes.data(), stream);
   }

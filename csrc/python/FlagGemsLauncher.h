@@ -30,6 +30,9 @@ struct Lookup {
   std::shared_ptr<const Plan> plan;  // set: replay it
   bool record = false;               // run the function under the recorder
   std::vector<int64_t> key;
+  // With a plan or a record: the tensor arguments in stack order (lists
+  // flattened, an absent optional tensor undefined), as records index them.
+  std::vector<at::Tensor> tensors;
 };
 
 bool enabled();
@@ -38,12 +41,10 @@ void set_enabled(bool on);
 // The arguments are the last schema().arguments().size() entries of stack.
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack);
 
-// The tensor arguments in stack order (lists flattened), as a record and a
-// replay index them.
-std::vector<at::Tensor> tensor_arguments(const c10::OperatorHandle& op, const torch::jit::Stack& stack);
-
-// Replaces the arguments on the stack by the results.
-void replay(const Plan& plan, const c10::OperatorHandle& op, torch::jit::Stack* stack);
+// Replaces the arguments on the stack by the results; `tensors` is
+// Lookup::tensors.
+void replay(const Plan& plan, const std::vector<at::Tensor>& tensors, const c10::OperatorHandle& op,
+            torch::jit::Stack* stack);
 
 // Stores a record (a plan tuple, or the reason as a str). GIL held.
 void remember(const OpPlan& plan, std::vector<int64_t> key, const pybind11::object& record);
