@@ -6,6 +6,9 @@
 #include <c10/core/DispatchKey.h>
 #include <c10/util/Exception.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "flagos/flagos.h"
 
 namespace torch_fl {
@@ -20,6 +23,12 @@ namespace torch_fl {
     if (C10_UNLIKELY(flagos_check_status_ != FLAGOS_SUCCESS))  \
       ::torch_fl::raise_status(flagos_check_status_, #expr);   \
   } while (0)
+
+// Whether an environment variable is set to anything but "" or "0".
+inline bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
 
 enum class Vendor { Host, Cuda };
 

@@ -17,10 +17,7 @@ namespace {
 std::shared_mutex plans_mutex;
 std::unordered_map<const void*, std::unique_ptr<OpPlan>> plans;
 std::atomic<uint64_t> generation{1};
-std::atomic<bool> log_dispatch{[] {
-  const char* v = std::getenv("FLAGOS_LOG_DISPATCH");
-  return v && *v && std::string(v) != "0";
-}()};
+std::atomic<bool> log_dispatch{env_flag("FLAGOS_LOG_DISPATCH")};
 std::atomic<BoxedRoute> flaggems_route{nullptr};
 
 bool has_native_kernel(const c10::OperatorHandle& op) {

@@ -154,10 +154,7 @@ void keep_results_in_written_arguments(const c10::FunctionSchema& schema, const 
 }
 
 bool strict() {
-  static const bool value = [] {
-    const char* v = std::getenv("FLAGOS_FLAGGEMS_STRICT");
-    return v && *v && std::string(v) != "0";
-  }();
+  static const bool value = env_flag("FLAGOS_FLAGGEMS_STRICT");
   return value;
 }
 

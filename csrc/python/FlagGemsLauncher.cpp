@@ -119,10 +119,7 @@ std::atomic<bool> keeping{false};
 
 // FLAGOS_LAUNCHER_LOG=1: one line per signature given up, with the reason.
 bool log_enabled() {
-  static const bool value = [] {
-    const char* v = std::getenv("FLAGOS_LAUNCHER_LOG");
-    return v && *v && std::string(v) != "0";
-  }();
+  static const bool value = env_flag("FLAGOS_LAUNCHER_LOG");
   return value;
 }
 std::mutex kept_mutex;
