@@ -31,6 +31,9 @@ run_step() {
                        -k "${LAUNCHER_K:-replayed or stream}" 2>&1 | tee "$OUT/pytest-launcher.log" | tail -30 ;;
     demo) .venv/bin/python examples/demo.py 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     bench) .venv/bin/python benchmarks/dispatch_overhead.py --out "$OUT/dispatch_overhead.json" 2>&1 | tail -20 ;;
+    # Decode-shaped ops, host cost per call; FLAGOS_UNBOXED_OPS=0 measures
+    # the boxed routing kernel alone (TAG names the JSON).
+    decode-ops) .venv/bin/python benchmarks/decode_ops.py --out "$OUT/decode_ops${TAG:-}.json" 2>&1 | tail -22 ;;
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     # OPS_PREVIOUS=<an earlier run's JSON>: only the OpInfos that run did not reach.
     # OPS_REPLAY=1: each checked call is the fourth of its signature (the launcher replays it).
@@ -77,6 +80,19 @@ run_step() {
                    --out "$OUT/qwen3_grad_drift.json" 2>&1 | tee "$OUT/drift-grads.log" | tail -40 ;;
     margins) timeout ${DRIFT_TIMEOUT:-300} .venv/bin/python tools/qwen3_op_drift.py --target margins --seeds ${MARGIN_SEEDS:-16} \
                --out "$OUT/qwen3_margins.json" 2>&1 | tee "$OUT/margins.log" | tail -20 ;;
+    # Per-op host time of a Qwen3 decode step, flagos against torch CUDA
+    # (tools/decode_profile.py); with perf on the machine, where one op's
+    # host time goes on each device (PROFILE_LOOPS="mm add").
+    profile) for r in ${PROFILE_ROUTINGS:-native default}; do
+               timeout 150 .venv/bin/python tools/decode_profile.py --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/decode_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 3 ))
+             done
+             if command -v perf >/dev/null; then
+               for op in ${PROFILE_LOOPS:-mm add}; do for dev in cuda flagos; do
+                 perf record -F 5000 -g -o /tmp/perf.$op.$dev.data .venv/bin/python tools/decode_profile.py --loop $op --device $dev --calls ${PROFILE_CALLS:-50000} >/dev/null 2>&1
+                 perf report -i /tmp/perf.$op.$dev.data --no-children --sort dso,sym --stdio 2>/dev/null | grep -E "^ +[0-9.]+%" | head -45 > /tmp/perf.$op.$dev.txt
+               done; done
+               tail -n +1 /tmp/perf.*.txt > "$OUT/perf.txt"; echo "perf tables in perf.txt"
+             else echo "no perf on this machine"; fi ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac

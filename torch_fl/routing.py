@@ -206,6 +206,13 @@ def reset_stats() -> None:
     _C._routing_reset_stats()
 
 
+def unboxed_ops() -> list:
+    """Ops whose flagos kernel takes its arguments unboxed: on the native
+    and FlagGems routes they skip the boxed routing kernel's argument
+    copies. Empty under FLAGOS_UNBOXED_OPS=0."""
+    return list(_C._unboxed_ops())
+
+
 def set_log_dispatch(enabled: bool) -> None:
     """Same as FLAGOS_LOG_DISPATCH=1: one '[flagos dispatch] op -> backend' line per call."""
     _C._set_log_dispatch(bool(enabled))

@@ -58,6 +58,10 @@ flagos_backend_t resolve_backend(const std::string& op_name, bool has_native_ker
 
 bool log_dispatch_enabled();
 
+// Ops with an unboxed PrivateUse1 kernel (Unboxed.cpp); empty when
+// FLAGOS_UNBOXED_OPS=0 left every op to the boxed routing kernel.
+std::vector<std::string> unboxed_ops();
+
 // Runs an op whose flagos arguments are already aliased as native tensors.
 using BoxedRoute = void (*)(const c10::OperatorHandle&, const OpPlan&, torch::jit::Stack*);
 // FlagGems routes call FlagGems' Python functions; the Python bridge

@@ -141,10 +141,19 @@ void NativeScope::begin_access(const void* ptr) {
 }
 
 at::Tensor NativeScope::alias(const at::Tensor& t) {
+  return make_alias(t, [](const at::Tensor& x) { return c10::MaybeOwned<at::Tensor>::owned(std::in_place, x); });
+}
+
+at::Tensor NativeScope::alias_borrowed(const at::Tensor& t) {
+  return make_alias(t, [](const at::Tensor& x) { return c10::MaybeOwned<at::Tensor>::borrowed(x); });
+}
+
+at::Tensor NativeScope::make_alias(const at::Tensor& t,
+                                   c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&)) {
   const auto* storage = t.storage().unsafeGetStorageImpl();
   const c10::StorageImpl* shared = nullptr;
   for (const auto& e : entries_) {
-    if (e.flagos_tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return e.alias;
+    if (e.flagos_tensor->unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return e.alias;
     if (e.flagos() == storage) shared = e.native();
   }
   // Arguments over one flagos storage get aliases over one native storage,
@@ -163,7 +172,7 @@ at::Tensor NativeScope::alias(const at::Tensor& t) {
   auto alias = at::detail::make_tensor<c10::TensorImpl>(
       std::move(alias_storage), c10::DispatchKeySet(native_dispatch_key()), t.dtype());
   copy_tensor_meta(alias.unsafeGetTensorImpl(), t);
-  entries_.push_back(Entry{alias, t});
+  entries_.push_back(Entry{alias, keep(t)});
   return alias;
 }
 
@@ -215,7 +224,7 @@ c10::Storage NativeScope::adopt(const c10::Storage& native, c10::ArrayRef<at::Te
 at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Tensor> results) {
   if (!result.defined()) return result;
   for (const auto& e : entries_) {
-    if (e.alias.unsafeGetTensorImpl() == result.unsafeGetTensorImpl()) return e.flagos_tensor;
+    if (e.alias.unsafeGetTensorImpl() == result.unsafeGetTensorImpl()) return *e.flagos_tensor;
   }
   if (result.device().type() != native_device_type()) return result;
   TORCH_CHECK(result.layout() == c10::Layout::Strided && result.has_storage(),
@@ -223,7 +232,7 @@ at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Te
               result.layout(), " tensor");
   const auto* storage = result.storage().unsafeGetStorageImpl();
   for (const auto& e : entries_) {
-    if (e.native() == storage) return make_flagos_tensor(e.flagos_tensor.storage(), result);
+    if (e.native() == storage) return make_flagos_tensor(e.flagos_tensor->storage(), result);
   }
   return make_flagos_tensor(adopt(result.storage(), results), result);
 }

@@ -8,6 +8,7 @@
 
 #include <ATen/Tensor.h>
 #include <c10/core/Storage.h>
+#include <c10/util/MaybeOwned.h>
 #include <c10/util/SmallVector.h>
 
 #include "common.h"
@@ -38,8 +39,14 @@ class NativeScope {
 
   c10::DeviceIndex device() const { return device_; }
 
-  // Alias of a flagos tensor as a native tensor (zero copy).
+  // Alias of a flagos tensor as a native tensor (zero copy). The scope
+  // keeps a reference to the flagos tensor, to map results back.
   at::Tensor alias(const at::Tensor& flagos_tensor);
+  // The same, for a flagos tensor that outlives the scope (an argument of
+  // an unboxed kernel): the scope borrows it. A second owning reference to
+  // a tensor that Python holds would take the GIL twice (PyTorch keeps the
+  // Python object alive while C++ shares the tensor).
+  at::Tensor alias_borrowed(const at::Tensor& flagos_tensor);
 
   // After the kernel: carry storage replacement (out= resizes) and shape
   // changes from alias back to the flagos tensor it stands for.
@@ -58,15 +65,16 @@ class NativeScope {
   // address reused by a fresh result while the scope maps results.
   struct Entry {
     at::Tensor alias;
-    at::Tensor flagos_tensor;
+    c10::MaybeOwned<at::Tensor> flagos_tensor;
     const c10::StorageImpl* native() const { return alias.storage().unsafeGetStorageImpl(); }
-    const c10::StorageImpl* flagos() const { return flagos_tensor.storage().unsafeGetStorageImpl(); }
+    const c10::StorageImpl* flagos() const { return flagos_tensor->storage().unsafeGetStorageImpl(); }
   };
   struct Adopted {
     c10::Storage native;
     c10::Storage flagos;
   };
 
+  at::Tensor make_alias(const at::Tensor& t, c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&));
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
 

@@ -206,6 +206,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_launcher_keep_launches", &launcher::keep_launches);
   m.def("_launcher_kept_launches", &launcher::recorded_launches);
   m.def("_claim_ops", &claim_ops);
+  m.def("_unboxed_ops", &unboxed_ops);
   m.def("_composite_ops_with_native_kernels", &composite_ops_with_native_kernels);
   m.def("_op_exists", [](const std::string& op) {
     std::string name = op.rfind("aten::", 0) == 0 ? op.substr(6) : op;

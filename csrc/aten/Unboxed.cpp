@@ -1,0 +1,347 @@
+// Unboxed.cpp - unboxed kernels for the ops models call most.
+//
+// Every other op reaches the routing kernel boxed (Fallback.cpp): the
+// dispatcher copies its arguments into a stack. Copying a tensor that
+// Python holds makes PyTorch take the GIL to keep the Python object alive,
+// and again to let it go: twice per tensor argument, about a microsecond
+// per op. These kernels take their arguments by reference. On the native
+// and FlagGems routes they alias the arguments themselves, borrowing the
+// caller's tensors, then call the vendor's kernel unboxed, or box the
+// aliases (tensors Python never saw) for FlagGems. Every other case (the
+// CPU route, mixed devices, CPU tensors, dispatch logging) boxes the
+// original arguments into the routing kernel, as the fallback would.
+//
+// FLAGOS_UNBOXED_OPS=0 leaves every op to the boxed routing kernel.
+#include <ATen/core/boxing/impl/boxing.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/Operators.h>
+#include <ATen/ops/copy_native.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "aten/Routing.h"
+#include "aten/Storage.h"
+
+namespace torch_fl {
+namespace {
+
+// The device of the call, and whether the unboxed route may take it.
+struct Scan {
+  c10::DeviceIndex device = -1;
+  bool fast = true;
+  bool complex = false;
+
+  void see(const at::Tensor& t) {
+    if (!t.defined()) return;
+    if (t.device().type() == c10::DeviceType::PrivateUse1) {
+      const auto index = t.device().index();
+      if (device < 0) {
+        device = index;
+      } else if (device != index) {
+        fast = false;  // the routing kernel names both devices
+      }
+      complex |= t.is_complex();
+    } else if (t.dim() != 0 || !t.is_cpu()) {
+      fast = false;  // likewise for a tensor of another device
+    }
+  }
+  void see(const std::optional<at::Tensor>& t) {
+    if (t.has_value()) see(*t);
+  }
+  void see(const at::ITensorListRef& list) {
+    for (const at::Tensor& t : list) see(t);
+  }
+  template <class T>
+  void see(const T&) {
+    using D = std::decay_t<T>;
+    static_assert(!std::is_same_v<D, at::TensorList> &&
+                      !std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
+                      !std::is_same_v<D, std::optional<at::Generator>> &&
+                      !std::is_same_v<D, std::optional<c10::Device>>,
+                  "this argument type has no unboxed route: leave the op to the routing kernel");
+  }
+};
+
+// A tensor list's aliases, passed on as the list type the op takes.
+struct AliasedList {
+  std::vector<at::Tensor> tensors;
+  operator at::ITensorListRef() const { return at::ITensorListRef(at::ArrayRef<at::Tensor>(tensors)); }
+};
+
+// What an argument becomes for the vendor's kernel: tensors become aliases,
+// everything else passes as it is.
+template <class Arg>
+struct Aliased {
+  using type = Arg;
+};
+template <>
+struct Aliased<const at::Tensor&> {
+  using type = at::Tensor;
+};
+template <>
+struct Aliased<at::Tensor&> {
+  using type = at::Tensor;
+};
+template <>
+struct Aliased<const std::optional<at::Tensor>&> {
+  using type = std::optional<at::Tensor>;
+};
+template <>
+struct Aliased<const at::ITensorListRef&> {
+  using type = AliasedList;
+};
+
+at::Tensor alias_tensor(NativeScope& scope, const at::Tensor& t) {
+  return is_flagos(t) ? scope.alias_borrowed(t) : t;
+}
+
+template <class Arg>
+typename Aliased<Arg>::type alias_arg(NativeScope& scope, Arg arg) {
+  using D = std::decay_t<Arg>;
+  if constexpr (std::is_same_v<D, at::Tensor>) {
+    return alias_tensor(scope, arg);
+  } else if constexpr (std::is_same_v<D, std::optional<at::Tensor>>) {
+    if (!arg.has_value()) return std::nullopt;
+    return alias_tensor(scope, *arg);
+  } else if constexpr (std::is_same_v<D, at::ITensorListRef>) {
+    AliasedList list;
+    list.tensors.reserve(arg.size());
+    for (const at::Tensor& t : arg) list.tensors.push_back(alias_tensor(scope, t));
+    return list;
+  } else {
+    return arg;
+  }
+}
+
+// Arguments of type Tensor& are the ones the op writes (self of an
+// in-place op, out= tensors).
+template <class Arg>
+constexpr bool is_written = std::is_same_v<Arg, at::Tensor&>;
+
+template <class Arg>
+at::Tensor* written_tensor(Arg&& arg) {
+  if constexpr (is_written<Arg&&>) {
+    return &arg;
+  } else {
+    return nullptr;
+  }
+}
+
+// The argument an op returning Tensor& returns: the one it writes.
+template <class... Args>
+at::Tensor& first_written(Args&&... args) {
+  at::Tensor* found = nullptr;
+  ((found = found ? found : written_tensor<Args>(std::forward<Args>(args))), ...);
+  return *found;
+}
+
+template <class... Args>
+constexpr bool writes_any = (is_written<Args> || ...);
+
+template <class Ret>
+struct ReturnKind {
+  static constexpr bool supported = std::is_same_v<Ret, at::Tensor> || std::is_same_v<Ret, at::Tensor&> ||
+                                    std::is_void_v<Ret>;
+};
+template <class... Ts>
+struct ReturnKind<std::tuple<Ts...>> {
+  static constexpr bool supported = (std::is_same_v<Ts, at::Tensor> && ...);
+};
+
+template <class Op, class Sig = typename Op::schema>
+struct UnboxedRoute;
+
+template <class Op, class Ret, class... Args>
+struct UnboxedRoute<Op, Ret(Args...)> {
+  static_assert(ReturnKind<Ret>::supported, "this return type has no unboxed route");
+  using AliasedArgs = std::tuple<typename Aliased<Args>::type...>;
+
+  static const c10::OperatorHandle& handle() {
+    static const c10::OperatorHandle op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(Op::name, Op::overload_name);
+    return op;
+  }
+
+  static Ret boxed(const c10::OperatorHandle& op, c10::DispatchKeySet ks, Args... args) {
+    return c10::impl::BoxedKernelWrapper<Ret(Args...)>::call(
+        c10::BoxedKernel::makeFromFunction<&routing_kernel>(), op, ks, std::forward<Args>(args)...);
+  }
+
+  static Ret call(c10::DispatchKeySet ks, Args... args) {
+    const c10::OperatorHandle& op = handle();
+    OpPlan& plan = plan_for(op);
+    const flagos_backend_t backend = plan.backend.load(std::memory_order_relaxed);
+    const bool native = backend == native_backend();
+    const bool flaggems = backend == FLAGOS_BACKEND_FLAGOS || backend == FLAGOS_BACKEND_FLAGGEMS ||
+                          backend == FLAGOS_BACKEND_FLAGOS_PYTHON;
+    Scan scan;
+    (scan.see(args), ...);
+    if (!(native || flaggems) || !scan.fast || scan.device < 0 || plan.host_dropout ||
+        C10_UNLIKELY(log_dispatch_enabled())) {
+      return boxed(op, ks, std::forward<Args>(args)...);
+    }
+    plan.calls[backend].fetch_add(1, std::memory_order_relaxed);
+    NativeScope scope(scan.device);
+    AliasedArgs aliased{alias_arg<Args>(scope, args)...};
+    BoxedRoute invoke = flaggems ? flaggems_invoker(plan) : nullptr;
+    // As the boxed route does: complex tensors and strided written tensors
+    // go to the vendor's kernel (Fallback.cpp says why).
+    if (invoke && (scan.complex || writes_strided(aliased, std::index_sequence_for<Args...>{}))) {
+      invoke = nullptr;
+      plan.calls[backend].fetch_sub(1, std::memory_order_relaxed);
+      plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+    }
+    if (!invoke) {
+      const c10::DispatchKeySet native_keys(native_dispatch_key());
+      if constexpr (std::is_void_v<Ret>) {
+        std::apply([&](auto&... a) { Op::redispatch(native_keys, a...); }, aliased);
+        write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
+      } else {
+        auto result = std::apply([&](auto&... a) -> std::decay_t<Ret> { return Op::redispatch(native_keys, a...); },
+                                 aliased);
+        write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
+        return to_flagos(scope, std::move(result), args...);
+      }
+    } else {
+      torch::jit::Stack stack = std::apply([](auto&... a) { return c10::impl::boxArgs<Args...>(a...); }, aliased);
+      invoke(op, plan, &stack);
+      write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
+      if constexpr (std::is_same_v<Ret, at::Tensor&>) {
+        return first_written<Args...>(std::forward<Args>(args)...);
+      } else if constexpr (!std::is_void_v<Ret>) {
+        return to_flagos(scope, c10::impl::PopResult<Ret>::call(stack), args...);
+      }
+    }
+  }
+
+  template <size_t... I>
+  static bool writes_strided(const AliasedArgs& aliased, std::index_sequence<I...>) {
+    return ([&] {
+      if constexpr (is_written<Args>) {
+        return !std::get<I>(aliased).is_contiguous();
+      } else {
+        return false;
+      }
+    }() || ...);
+  }
+
+  template <size_t... I>
+  static void write_back(NativeScope& scope, const AliasedArgs& aliased, std::index_sequence<I...>,
+                          Args&... args) {
+    if constexpr (writes_any<Args...>) {
+      auto originals = std::forward_as_tuple(args...);
+      (
+          [&] {
+            if constexpr (is_written<Args>) scope.write_back(std::get<I>(originals), std::get<I>(aliased));
+          }(),
+          ...);
+    }
+  }
+
+  template <class R>
+  static Ret to_flagos(NativeScope& scope, R&& result, Args&... args) {
+    if constexpr (std::is_same_v<Ret, at::Tensor&>) {
+      return first_written<Args...>(std::forward<Args>(args)...);
+    } else if constexpr (std::is_same_v<Ret, at::Tensor>) {
+      return scope.to_flagos(result, c10::ArrayRef<at::Tensor>(result));
+    } else {
+      // A tuple of tensors: results sharing one fresh storage keep sharing it.
+      return std::apply(
+          [&](auto&... r) {
+            const std::array<at::Tensor, sizeof...(r)> all{r...};
+            return Ret{scope.to_flagos(r, all)...};
+          },
+          result);
+    }
+  }
+};
+
+std::vector<std::string>& registered() {
+  static std::vector<std::string> names;
+  return names;
+}
+
+template <class Op>
+void register_unboxed(torch::Library& m) {
+  std::string name = Op::name;
+  name = name.substr(std::strlen("aten::"));
+  if (*Op::overload_name) name += std::string(".") + Op::overload_name;
+  m.impl(name.c_str(), TORCH_FN(UnboxedRoute<Op>::call));
+  registered().push_back(name);
+}
+
+// copy_ is composite for every device: it calls _copy_from (Minimal.cpp)
+// for a flagos tensor, a second dispatch per cast. A copy within one
+// device goes to the vendor's copy_ directly; every other copy (between
+// devices, or queued on a host-vendor stream) still takes _copy_from.
+at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
+  if (is_flagos(self) && is_flagos(src) && self.device() == src.device() &&
+      !(non_blocking && live_vendor() == Vendor::Host)) {
+    NativeScope scope(self.device().index());
+    at::Tensor dst = scope.alias_borrowed(self);
+    at::_ops::copy_::redispatch(c10::DispatchKeySet(native_dispatch_key()), dst, scope.alias_borrowed(src),
+                                non_blocking);
+    scope.write_back(self, dst);
+    return self;
+  }
+  return at::native::copy_(self, src, non_blocking);
+}
+
+bool unboxed_ops_enabled() {
+  const char* v = std::getenv("FLAGOS_UNBOXED_OPS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+}  // namespace
+
+std::vector<std::string> unboxed_ops() { return registered(); }
+
+// The ops of a transformer's forward and backward passes that reach the
+// routing kernel most often. Each must take only tensors, optional
+// tensors, tensor lists and plain values (the static_asserts say so).
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  if (!unboxed_ops_enabled()) return;
+  m.impl("copy_", TORCH_FN(copy_));
+  registered().push_back("copy_");
+  register_unboxed<at::_ops::add_Tensor>(m);
+  register_unboxed<at::_ops::add__Tensor>(m);
+  register_unboxed<at::_ops::sub_Tensor>(m);
+  register_unboxed<at::_ops::mul_Tensor>(m);
+  register_unboxed<at::_ops::mul__Tensor>(m);
+  register_unboxed<at::_ops::div_Tensor>(m);
+  register_unboxed<at::_ops::neg>(m);
+  register_unboxed<at::_ops::rsqrt>(m);
+  register_unboxed<at::_ops::sqrt>(m);
+  register_unboxed<at::_ops::exp>(m);
+  register_unboxed<at::_ops::pow_Tensor_Scalar>(m);
+  register_unboxed<at::_ops::mean_dim>(m);
+  register_unboxed<at::_ops::sum_dim_IntList>(m);
+  register_unboxed<at::_ops::argmax>(m);
+  register_unboxed<at::_ops::mm>(m);
+  register_unboxed<at::_ops::bmm>(m);
+  register_unboxed<at::_ops::addmm>(m);
+  register_unboxed<at::_ops::cat>(m);
+  register_unboxed<at::_ops::where_self>(m);
+  register_unboxed<at::_ops::index_select>(m);
+  register_unboxed<at::_ops::silu>(m);
+  register_unboxed<at::_ops::_softmax>(m);
+  register_unboxed<at::_ops::_softmax_backward_data>(m);
+  register_unboxed<at::_ops::_log_softmax>(m);
+  register_unboxed<at::_ops::_log_softmax_backward_data>(m);
+  register_unboxed<at::_ops::nll_loss_forward>(m);
+  register_unboxed<at::_ops::nll_loss_backward>(m);
+  register_unboxed<at::_ops::embedding_dense_backward>(m);
+  register_unboxed<at::_ops::threshold_backward>(m);
+  register_unboxed<at::_ops::fill__Scalar>(m);
+  register_unboxed<at::_ops::zero_>(m);
+}
+
+}  // namespace torch_fl
