@@ -42,45 +42,53 @@ def _first_call(fn, device):
     return (time.perf_counter() - start) * 1e3
 
 
-def measure(base, device: str, dtype, args, deadline: float, gpu: bool) -> dict:
-    """Prefill, decode and training numbers of one target; ms and tokens/s."""
-    result = {}
-    vocab = qwen3.vocab_size(base)
+def prepare_inference(base, device: str, dtype, args) -> dict:
+    """A target's model with its prompt and KV cache, its first-call
+    (JIT, caches) times, and prefill/decode closures for the timed rounds."""
     model = qwen3.clone_to(base, device, dtype)
-    prompt = qwen3.random_tokens(1, args.prefill, vocab, seed=1).to(device)
+    prompt = qwen3.random_tokens(1, args.prefill, qwen3.vocab_size(base), seed=1).to(device)
     kw = qwen3._cache_keyword(model)
+    state = {}
 
-    with torch.no_grad():
-        def prefill():
-            return model(input_ids=prompt, use_cache=True)
+    @torch.no_grad()
+    def prefill():
+        return model(input_ids=prompt, use_cache=True)
 
-        result["prefill_first_ms"] = _first_call(prefill, device)
-        # Two warm-up calls: FlagGems' routes record a signature at its 2nd and 3rd calls.
-        result["prefill_ms"] = time_per_call(prefill, device, calls=2, repeats=5, warmup=2) / 1e3
-        result["prefill_tokens_per_s"] = args.prefill / result["prefill_ms"] * 1e3
+    @torch.no_grad()
+    def decode():
+        o = model(input_ids=state["token"], use_cache=True, **{kw: state["cache"]})
+        state["cache"], state["token"] = qwen3._cache_of(o), o.logits[:, -1:].argmax(-1)
 
-        out = prefill()
-        state = {"cache": qwen3._cache_of(out), "token": out.logits[:, -1:].argmax(-1)}
+    result = {"prefill_first_ms": _first_call(prefill, device)}
+    out = prefill()
+    state.update(cache=qwen3._cache_of(out), token=out.logits[:, -1:].argmax(-1))
+    result["decode_first_ms"] = _first_call(decode, device)
+    # Two warm-up calls each: FlagGems' routes record a signature at its 2nd and 3rd calls.
+    for _ in range(2):
+        prefill()
+        decode()
+    sync(device)
+    return {"result": result, "prefill": prefill, "decode": decode, "state": state, "model": model}
 
-        def decode():
-            o = model(input_ids=state["token"], use_cache=True, **{kw: state["cache"]})
-            state["cache"], state["token"] = qwen3._cache_of(o), o.logits[:, -1:].argmax(-1)
 
-        result["decode_first_ms"] = _first_call(decode, device)
-        result["decode_ms"] = time_per_call(decode, device, calls=4, repeats=5, warmup=2) / 1e3
-        result["decode_tokens_per_s"] = 1e3 / result["decode_ms"]
-        if args.profile_decode:
-            print_decode_profile(decode, device, args.profile_decode)
-    state.clear()
-    del model, out
-
-    if args.skip_train:
-        result["train_skipped"] = "--skip-train"
-    elif time.perf_counter() > deadline:
-        result["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
-    else:
-        result.update(measure_training(base, device, args, gpu))
-    return result
+def measure_inference_interleaved(prepared: dict, presets: dict, rounds: int) -> None:
+    """Prefill and decode times of every target, the targets taking turns
+    within each round, so that a slow spell of the host (these numbers are
+    launch-bound) falls on all of them alike; medians over the rounds."""
+    samples = {label: {"prefill": [], "decode": []} for label in prepared}
+    for _ in range(rounds):
+        for label, p in prepared.items():
+            device = p["device"]
+            with routing.preset(presets[label]) if presets[label] else contextlib.nullcontext():
+                samples[label]["prefill"].append(time_per_call(p["prefill"], device, calls=2, repeats=1, warmup=0) / 1e3)
+                samples[label]["decode"].append(time_per_call(p["decode"], device, calls=4, repeats=1, warmup=0) / 1e3)
+    for label, p in prepared.items():
+        r = p["result"]
+        r["prefill_ms"] = statistics.median(samples[label]["prefill"])
+        r["decode_ms"] = statistics.median(samples[label]["decode"])
+        r["prefill_tokens_per_s"] = p["prefill_tokens"] / r["prefill_ms"] * 1e3
+        r["decode_tokens_per_s"] = 1e3 / r["decode_ms"]
+        r["inference_rounds"] = rounds
 
 
 def print_decode_profile(decode, device: str, rows: int) -> None:
@@ -119,6 +127,14 @@ def measure_training(base, device: str, args, gpu: bool) -> dict:
             "train_tokens_per_s": args.train_batch * args.train_len / step_ms * 1e3}
 
 
+def _op_calls_per_route() -> dict:
+    counts = {}
+    for per_backend in routing.stats().values():
+        for backend, n in per_backend.items():
+            counts[backend] = counts.get(backend, 0) + n
+    return counts
+
+
 def launcher_totals() -> dict:
     """FlagGems calls so far that the launcher replayed, and those that ran
     FlagGems' Python, with the ops that ran Python most and why."""
@@ -145,6 +161,8 @@ def main() -> None:
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
     parser.add_argument("--budget-s", type=float, default=200.0)
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="inference rounds; each times every target's prefill and decode once, in turn")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -164,7 +182,7 @@ def main() -> None:
 
     targets = [(f"flagos {m}", "flagos", m) for m in args.modes.split(",") if m]
     targets.append((f"torch {reference}", reference, None))
-    results, skipped = {}, {}
+    results, skipped, prepared, presets = {}, {}, {}, {}
     for label, device, mode in targets:
         if mode in ("native", "flaggems") and not torch_fl._flaggems.available():
             skipped[label] = f"needs FlagGems, which {torch_fl._flaggems.unavailable_reason()}"
@@ -172,20 +190,41 @@ def main() -> None:
         if time.perf_counter() > deadline and mode is not None:
             skipped[label] = f"time budget of {args.budget_s:.0f} s used up"
             continue
-        routing.reset_stats()
         with routing.preset(mode) if mode else contextlib.nullcontext():
-            results[label] = measure(base, device, dtype, args, deadline, gpu)
+            prepared[label] = prepare_inference(base, device, dtype, args)
+        prepared[label].update(device=device, prefill_tokens=args.prefill)
+        presets[label] = mode
+        results[label] = prepared[label]["result"]
+        print(f"  {label}: first calls done at {time.perf_counter() - t_start:.0f} s")
+    measure_inference_interleaved(prepared, presets, args.rounds)
+    print(f"  inference rounds done at {time.perf_counter() - t_start:.0f} s")
+    if args.profile_decode:
+        for label, p in prepared.items():
+            with routing.preset(presets[label]) if presets[label] else contextlib.nullcontext():
+                print_decode_profile(p["decode"], p["device"], args.profile_decode)
+    prepared.clear()
+    torch.flagos.empty_cache()
+    if gpu:
+        torch.cuda.empty_cache()
+
+    for label, device, mode in targets:
+        if label not in results:
+            continue
+        r = results[label]
+        if args.skip_train:
+            r["train_skipped"] = "--skip-train"
+        elif time.perf_counter() > deadline:
+            r["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
+        else:
+            routing.reset_stats()
+            with routing.preset(mode) if mode else contextlib.nullcontext():
+                r.update(measure_training(base, device, args, gpu))
+            if device == "flagos":
+                r["op_calls_per_route"] = _op_calls_per_route()  # of the training steps
         if device == "flagos":
             torch.flagos.empty_cache()
-            counts = {}
-            for per_backend in routing.stats().values():
-                for backend, n in per_backend.items():
-                    counts[backend] = counts.get(backend, 0) + n
-            results[label]["op_calls_per_route"] = counts
             if torch_fl._flaggems.available():
-                results[label]["launcher"] = launcher_totals()
-        elif device == "cuda":
-            torch.cuda.empty_cache()
+                r["launcher"] = launcher_totals()
         print(f"  {label}: done at {time.perf_counter() - t_start:.0f} s")
 
     ref = results.get(f"torch {reference}", {})

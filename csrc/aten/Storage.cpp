@@ -237,4 +237,16 @@ at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Te
   return make_flagos_tensor(adopt(result.storage(), results), result);
 }
 
+at::Tensor NativeScope::to_flagos(at::Tensor&& result) {
+  auto* impl = result.defined() ? result.unsafeGetTensorImpl() : nullptr;
+  const bool fresh = impl && result.use_count() == 1 && result.device().type() == native_device_type() &&
+                     result.layout() == c10::Layout::Strided && result.has_storage() &&
+                     !result.is_quantized() && !impl->_is_zerotensor() && impl->allow_tensor_metadata_change() &&
+                     c10::raw::intrusive_ptr::use_count(result.storage().unsafeGetStorageImpl()) == 1;
+  if (!fresh) return to_flagos(result, c10::ArrayRef<at::Tensor>(result));
+  impl->set_storage_keep_dtype(adopt(result.storage(), c10::ArrayRef<at::Tensor>(result)));
+  impl->_change_backend_component_keys(flagos_device(device_));
+  return std::move(result);
+}
+
 }  // namespace torch_fl

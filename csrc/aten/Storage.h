@@ -59,6 +59,10 @@ class NativeScope {
   // `results` lists every tensor the kernel returned, so that results
   // sharing one fresh storage keep sharing it.
   at::Tensor to_flagos(const at::Tensor& result, c10::ArrayRef<at::Tensor> results);
+  // The same for the one result of a vendor kernel, which no one else
+  // holds: a fresh result is relabelled flagos in place (its TensorImpl
+  // reused) instead of being wrapped in a second one.
+  at::Tensor to_flagos(at::Tensor&& result);
 
  private:
   // Entries own their alias, so an alias storage cannot be freed and its

@@ -208,7 +208,11 @@ struct UnboxedRoute<Op, Ret(Args...)> {
         auto result = std::apply([&](auto&... a) -> std::decay_t<Ret> { return Op::redispatch(native_keys, a...); },
                                  aliased);
         write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
-        return to_flagos(scope, std::move(result), args...);
+        if constexpr (std::is_same_v<Ret, at::Tensor>) {
+          return scope.to_flagos(std::move(result));
+        } else {
+          return to_flagos(scope, std::move(result), args...);
+        }
       }
     } else {
       torch::jit::Stack stack = std::apply([](auto&... a) { return c10::impl::boxArgs<Args...>(a...); }, aliased);
