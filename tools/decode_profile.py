@@ -4,6 +4,7 @@ decode step on each, joined by op name and sorted by the time flagos adds.
 
     python tools/decode_profile.py [--routing native|default] [--rows 30] [--out profile.json]
     python tools/decode_profile.py --loop mm --device flagos --calls 200000   # a loop to run under perf
+    python tools/decode_profile.py --train [--routing default]   # one AdamW step on flagos, by op
 
 Inference only (no autograd), so the reference may be torch CUDA in the same
 process. A row's "calls" are the op's own calls plus the calls made inside
@@ -55,6 +56,37 @@ def profile_ops(step, device: str, warmup: int = 4) -> dict:
             for e in prof.key_averages()}
 
 
+def profile_training(base, routing_name: str, rows: int, gpu: bool) -> None:
+    """The host time of the third AdamW step (bf16 autocast on a GPU) on
+    flagos, by op. torch CUDA cannot train in a process that registered a
+    PrivateUse1 backend (pytorch/pytorch#161129), so there is no reference
+    column here; benchmarks/qwen3.py times the reference in a clean process."""
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+
+    model = qwen3.clone_to(base, "flagos")
+    tokens = qwen3.random_tokens(2, 1024 if gpu else 64, qwen3.vocab_size(base), seed=2)
+    prof = profile(activities=[ProfilerActivity.CPU])
+    marks = {}
+
+    def on_step(step, loss):
+        marks[step] = time.perf_counter()
+        if step == 1:
+            prof.start()
+        elif step == 2:
+            prof.stop()
+
+    with routing.preset(routing_name):
+        qwen3.train(model, [tokens], steps=3, lr=1e-4, foreach=True,
+                    autocast_dtype=torch.bfloat16 if gpu else None, on_step=on_step)
+    events = prof.key_averages()
+    aten = [e for e in events if e.key.startswith("aten::")]
+    print(f"flagos ({routing_name}) training step: {(marks[2] - marks[1]) * 1e3:.1f} ms wall (profiled), "
+          f"{sum(e.count for e in aten)} aten calls, {sum(e.self_cpu_time_total for e in events) / 1e3:.1f} ms host self time")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def loop(op: str, device: str, calls: int) -> None:
     """One op many times, for a sampling profiler."""
     a = torch.randn(1024, 1024, device=device, dtype=torch.bfloat16)
@@ -76,6 +108,7 @@ def main() -> None:
     parser.add_argument("--loop", default=None, help="run one op in a loop instead (mm, linear, add, to, view)")
     parser.add_argument("--device", default="flagos")
     parser.add_argument("--calls", type=int, default=100000)
+    parser.add_argument("--train", action="store_true", help="profile a training step on flagos instead")
     args = parser.parse_args()
     if args.loop:
         return loop(args.loop, args.device, args.calls)
@@ -85,6 +118,8 @@ def main() -> None:
     size = args.size or ("0.6b" if gpu else "small")
     dtype = torch.bfloat16 if gpu else torch.float32
     base = qwen3.build_model(size, seed=0)
+    if args.train:
+        return profile_training(base, args.routing, args.rows, gpu)
     ref = profile_ops(decode_step(base, reference, dtype, 128), reference)
     with routing.preset(args.routing):
         flg = profile_ops(decode_step(base, "flagos", dtype, 128), "flagos")
