@@ -114,6 +114,17 @@ def run_clean(name: str, device: str, timeout=600):
 
 
 @pytest.fixture
+def restore_routing():
+    """The test leaves the routing table, the stats switch and the log switch as it found them."""
+    from torch_fl import _C, routing
+
+    saved = [tuple(e) for e in _C._routing_entries()]
+    yield
+    routing.set_log_dispatch(False)
+    _C._routing_restore(saved)
+
+
+@pytest.fixture
 def dev():
     return torch.device("flagos:0")
 

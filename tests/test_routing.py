@@ -18,18 +18,9 @@ from torch_fl import _C, routing
 
 from conftest import VENDOR, assert_flagos_close, requires_host, run_python
 
-pytestmark = pytest.mark.anyplatform
+pytestmark = [pytest.mark.anyplatform, pytest.mark.usefixtures("restore_routing")]
 
 NATIVE = {"host": "cpu"}.get(VENDOR, VENDOR)  # the native backend word of the live vendor
-
-
-@pytest.fixture(autouse=True)
-def restore_routing():
-    """Every test leaves the table, the stats switch and the log switch as it found them."""
-    saved = [tuple(e) for e in _C._routing_entries()]
-    yield
-    routing.set_log_dispatch(False)
-    _C._routing_restore(saved)
 
 
 def _subprocess_json(code, env=None):

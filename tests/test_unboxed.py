@@ -9,23 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from torch_fl import _C, routing
+from torch_fl import routing
 
 from conftest import VENDOR, assert_flagos_close, requires_host, run_python
 
-pytestmark = pytest.mark.anyplatform
+pytestmark = [pytest.mark.anyplatform, pytest.mark.usefixtures("restore_routing")]
 
 NATIVE = {"host": "cpu"}.get(VENDOR, VENDOR)
 
 HOT = ["add.Tensor", "add_.Tensor", "mul.Tensor", "mm", "bmm", "cat", "mean.dim", "_softmax", "copy_"]
-
-
-@pytest.fixture(autouse=True)
-def restore_routing():
-    saved = [tuple(e) for e in _C._routing_entries()]
-    yield
-    routing.set_log_dispatch(False)
-    _C._routing_restore(saved)
 
 
 def _x(*shape, dtype=torch.float32, seed=0):

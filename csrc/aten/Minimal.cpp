@@ -164,8 +164,8 @@ at::Tensor copy_from(const at::Tensor& src, const at::Tensor& dst, bool non_bloc
     FLAGOS_CHECK(flagos_stream_synchronize(host_streams::current_handle(src.device().index())));
   }
   NativeScope scope(device);
-  at::Tensor native_dst = is_flagos(dst) ? scope.alias(dst) : dst;
-  at::Tensor native_src = is_flagos(src) ? scope.alias(src) : src;
+  at::Tensor native_dst = scope.alias_argument(dst);
+  at::Tensor native_src = scope.alias_argument(src);
   native_dst.copy_(native_src, non_blocking);
   return dst;
 }

@@ -14,21 +14,17 @@
 namespace torch_fl {
 namespace {
 
-at::Tensor alias_if_flagos(NativeScope& scope, const at::Tensor& t) {
-  return is_flagos(t) ? scope.alias(t) : t;
-}
-
 at::Tensor convolution_overrideable(const at::Tensor& input, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                     at::IntArrayRef padding, at::IntArrayRef dilation, bool transposed,
                                     at::IntArrayRef output_padding, int64_t groups) {
   NativeScope scope(input.device().index());
   std::optional<at::Tensor> native_bias;
-  if (bias.has_value() && bias->defined()) native_bias = alias_if_flagos(scope, *bias);
-  at::Tensor out = at::convolution(alias_if_flagos(scope, input), alias_if_flagos(scope, weight),
+  if (bias.has_value() && bias->defined()) native_bias = scope.alias_argument(*bias);
+  at::Tensor out = at::convolution(scope.alias_argument(input), scope.alias_argument(weight),
                                    native_bias, stride, padding, dilation, transposed, output_padding,
                                    groups);
-  return scope.to_flagos(out, {out});
+  return scope.to_flagos(std::move(out));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable(
@@ -41,8 +37,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward_overrideable
   const int64_t out_channels = transposed ? weight.size(1) * groups : weight.size(0);
   std::vector<int64_t> bias_sizes{out_channels};
   auto [gi, gw, gb] = at::convolution_backward(
-      alias_if_flagos(scope, grad_output), alias_if_flagos(scope, input),
-      alias_if_flagos(scope, weight), output_mask[2] ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt,
+      scope.alias_argument(grad_output), scope.alias_argument(input),
+      scope.alias_argument(weight), output_mask[2] ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt,
       stride, padding, dilation, transposed, output_padding, groups, output_mask);
   std::vector<at::Tensor> all{gi, gw, gb};
   return {scope.to_flagos(gi, all), scope.to_flagos(gw, all), scope.to_flagos(gb, all)};

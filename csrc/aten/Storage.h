@@ -47,6 +47,9 @@ class NativeScope {
   // a tensor that Python holds would take the GIL twice (PyTorch keeps the
   // Python object alive while C++ shares the tensor).
   at::Tensor alias_borrowed(const at::Tensor& flagos_tensor);
+  // An argument of an unboxed kernel as the vendor's kernel takes it: the
+  // borrowed alias of a flagos tensor; any other tensor as it is.
+  at::Tensor alias_argument(const at::Tensor& t) { return is_flagos(t) ? alias_borrowed(t) : t; }
 
   // After the kernel: carry storage replacement (out= resizes) and shape
   // changes from alias back to the flagos tensor it stands for.

@@ -99,22 +99,18 @@ struct Aliased<const at::ITensorListRef&> {
   using type = AliasedList;
 };
 
-at::Tensor alias_tensor(NativeScope& scope, const at::Tensor& t) {
-  return is_flagos(t) ? scope.alias_borrowed(t) : t;
-}
-
 template <class Arg>
 typename Aliased<Arg>::type alias_arg(NativeScope& scope, Arg arg) {
   using D = std::decay_t<Arg>;
   if constexpr (std::is_same_v<D, at::Tensor>) {
-    return alias_tensor(scope, arg);
+    return scope.alias_argument(arg);
   } else if constexpr (std::is_same_v<D, std::optional<at::Tensor>>) {
     if (!arg.has_value()) return std::nullopt;
-    return alias_tensor(scope, *arg);
+    return scope.alias_argument(*arg);
   } else if constexpr (std::is_same_v<D, at::ITensorListRef>) {
     AliasedList list;
     list.tensors.reserve(arg.size());
-    for (const at::Tensor& t : arg) list.tensors.push_back(alias_tensor(scope, t));
+    for (const at::Tensor& t : arg) list.tensors.push_back(scope.alias_argument(t));
     return list;
   } else {
     return arg;
