@@ -1,0 +1,80 @@
+"""The benchmarks and the profiling tool run on the host vendor and write
+what they print: every case has a number for torch and for each flagos
+column, so a benchmark that breaks shows here and not first on the GPU."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, VENDOR
+
+pytestmark = [pytest.mark.anyplatform, pytest.mark.skipif(
+    VENDOR != "host", reason=f"quick runs of the host vendor's configuration (live vendor: {VENDOR})")]
+
+
+def _run(script, *args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               FLAGOS_DISABLE_FLAGGEMS_PY="1", FLAGOS_HOST_PROTECT="0")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _positive(x):
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_decode_ops_times_every_case_on_both_routings(tmp_path):
+    out = tmp_path / "decode_ops.json"
+    stdout = _run("benchmarks/decode_ops.py", "--calls", "20", "--out", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert {"add", "to float32", "cat kv cache", "linear 1024"} <= {r["op"] for r in results}
+    for r in results:
+        for column in ("torch cpu us", "flagos native us", "flagos default us"):
+            assert _positive(r[column]), (r["op"], column, r[column])
+        assert r["native extra us"] == pytest.approx(r["flagos native us"] - r["torch cpu us"])
+    assert "µs per call at decode shapes" in stdout
+
+
+def test_dispatch_overhead_times_every_case(tmp_path):
+    out = tmp_path / "dispatch.json"
+    _run("benchmarks/dispatch_overhead.py", "--calls", "20", "--out", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert {"add", "mm 64 bf16", "cat"} <= {r["op"] for r in results}
+    for r in results:
+        assert _positive(r["torch cpu us"]) and _positive(r["flagos default us"]), r
+
+
+def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
+    out = tmp_path / "qwen3.json"
+    stdout = _run("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "1", "--prefill", "16",
+                  "--out", str(out))
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"flagos default", "torch cpu"}
+    for label, r in results.items():
+        assert r["inference_rounds"] == 2
+        for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms"):
+            assert _positive(r[key]), (label, key, r.get(key))
+    assert results["flagos default"]["op_calls_per_route"]["cpu"] > 0
+    assert "x ref" in stdout
+
+
+def test_decode_profile_joins_both_devices_by_op(tmp_path):
+    out = tmp_path / "profile.json"
+    stdout = _run("tools/decode_profile.py", "--rows", "5", "--out", str(out))
+    profile = json.loads(out.read_text())
+    ops = {r["op"]: r for r in profile["rows"]}
+    # The same model on both devices makes the same ATen calls.
+    assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] > 0
+    assert profile["ref_total_us"] > 0 and profile["flagos_total_us"] > 0
+    assert "extra us" in stdout
+
+
+def test_decode_profile_profiles_a_training_step():
+    stdout = _run("tools/decode_profile.py", "--train", "--rows", "5")
+    assert "training step:" in stdout and "aten calls" in stdout
+    assert "aten::mm" in stdout or "aten::addmm" in stdout
