@@ -24,10 +24,12 @@ namespace torch_fl {
       ::torch_fl::raise_status(flagos_check_status_, #expr);   \
   } while (0)
 
-// Whether an environment variable is set to anything but "" or "0".
-inline bool env_flag(const char* name) {
+// An on/off environment variable: `unset` when it is not set or empty,
+// off when it is "0", on for anything else.
+inline bool env_flag(const char* name, bool unset = false) {
   const char* v = std::getenv(name);
-  return v && *v && std::strcmp(v, "0") != 0;
+  if (!v || !*v) return unset;
+  return std::strcmp(v, "0") != 0;
 }
 
 enum class Vendor { Host, Cuda };

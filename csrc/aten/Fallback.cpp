@@ -209,8 +209,7 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
   // div_ gave wrong values in linalg.eig's gradient).
   if (invoke != &invoke_native && (keep_results || complex_tensors || writes_non_contiguous(mutated))) {
     invoke = &invoke_native;
-    plan.calls[plan.backend].fetch_sub(1, std::memory_order_relaxed);
-    plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+    count_on_native_instead(plan, plan.backend);
   }
   if (invoke == &invoke_native && plan.host_dropout) invoke = &invoke_host_dropout;
   invoke(op, plan, stack);

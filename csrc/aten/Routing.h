@@ -53,6 +53,13 @@ void invalidate_plans();
 // The backend word of the live vendor's own kernels (cuda on CUDA, cpu on host).
 flagos_backend_t native_backend();
 
+// A call counted on `counted` (a FlagGems route) that the vendor's kernel
+// serves after all: the counters say where it ran.
+inline void count_on_native_instead(OpPlan& plan, flagos_backend_t counted) {
+  plan.calls[counted].fetch_sub(1, std::memory_order_relaxed);
+  plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+}
+
 // The backend an op name resolves to now (overrides, table, defaults).
 flagos_backend_t resolve_backend(const std::string& op_name, bool has_native_kernel);
 

@@ -19,7 +19,6 @@
 #include <torch/library.h>
 
 #include <array>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <tuple>
@@ -192,8 +191,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     // go to the vendor's kernel (Fallback.cpp says why).
     if (invoke && (scan.complex || writes_strided(aliased, std::index_sequence_for<Args...>{}))) {
       invoke = nullptr;
-      plan.calls[backend].fetch_sub(1, std::memory_order_relaxed);
-      plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+      count_on_native_instead(plan, backend);
     }
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
@@ -295,11 +293,6 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
   return at::native::copy_(self, src, non_blocking);
 }
 
-bool unboxed_ops_enabled() {
-  const char* v = std::getenv("FLAGOS_UNBOXED_OPS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
-
 }  // namespace
 
 std::vector<std::string> unboxed_ops() { return registered(); }
@@ -308,7 +301,7 @@ std::vector<std::string> unboxed_ops() { return registered(); }
 // routing kernel most often. Each must take only tensors, optional
 // tensors, tensor lists and plain values (the static_asserts say so).
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
-  if (!unboxed_ops_enabled()) return;
+  if (!env_flag("FLAGOS_UNBOXED_OPS", /*unset=*/true)) return;
   m.impl("copy_", TORCH_FN(copy_));
   registered().push_back("copy_");
   register_unboxed<at::_ops::add_Tensor>(m);

@@ -111,10 +111,7 @@ struct OpCache {
 std::mutex mutex;
 // Plans live as long as the process; so do their caches.
 auto* caches = new std::unordered_map<const OpPlan*, std::unique_ptr<OpCache>>();
-std::atomic<bool> on{[] {
-  const char* v = std::getenv("FLAGOS_FLAGGEMS_LAUNCHER");
-  return !(v && std::string(v) == "0");
-}()};
+std::atomic<bool> on{env_flag("FLAGOS_FLAGGEMS_LAUNCHER", /*unset=*/true)};
 std::atomic<bool> keeping{false};
 
 // FLAGOS_LAUNCHER_LOG=1: one line per signature given up, with the reason.
