@@ -45,33 +45,25 @@ def _first_call(fn, device):
 def prepare_inference(base, device: str, dtype, args) -> dict:
     """A target's model with its prompt and KV cache, its first-call
     (JIT, caches) times, and prefill/decode closures for the timed rounds."""
-    model = qwen3.clone_to(base, device, dtype)
     prompt = qwen3.random_tokens(1, args.prefill, qwen3.vocab_size(base), seed=1).to(device)
-    kw = qwen3._cache_keyword(model)
-    state = {}
-
-    @torch.no_grad()
-    def prefill():
-        return model(input_ids=prompt, use_cache=True)
-
-    @torch.no_grad()
-    def decode():
-        o = model(input_ids=state["token"], use_cache=True, **{kw: state["cache"]})
-        state["cache"], state["token"] = qwen3._cache_of(o), o.logits[:, -1:].argmax(-1)
-
-    result = {"prefill_first_ms": _first_call(prefill, device)}
-    out = prefill()
-    state.update(cache=qwen3._cache_of(out), token=out.logits[:, -1:].argmax(-1))
-    result["decode_first_ms"] = _first_call(decode, device)
+    decoder = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt)
+    result = {"prefill_first_ms": _first_call(decoder.prefill, device)}
+    decoder.start()
+    result["decode_first_ms"] = _first_call(decoder.decode, device)
     # Two warm-up calls each: FlagGems' routes record a signature at its 2nd and 3rd calls.
     for _ in range(2):
-        prefill()
-        decode()
+        decoder.prefill()
+        decoder.decode()
     sync(device)
-    return {"result": result, "prefill": prefill, "decode": decode, "state": state, "model": model}
+    return {"result": result, "prefill": decoder.prefill, "decode": decoder.decode}
 
 
-def measure_inference_interleaved(prepared: dict, presets: dict, rounds: int) -> None:
+def _routing(mode):
+    """The flagos routing preset of a target; torch's own device has none."""
+    return routing.preset(mode) if mode else contextlib.nullcontext()
+
+
+def measure_inference_interleaved(prepared: dict, rounds: int, prefill_tokens: int) -> None:
     """Prefill and decode times of every target, the targets taking turns
     within each round, so that a slow spell of the host (these numbers are
     launch-bound) falls on all of them alike; medians over the rounds."""
@@ -79,14 +71,14 @@ def measure_inference_interleaved(prepared: dict, presets: dict, rounds: int) ->
     for _ in range(rounds):
         for label, p in prepared.items():
             device = p["device"]
-            with routing.preset(presets[label]) if presets[label] else contextlib.nullcontext():
+            with _routing(p["mode"]):
                 samples[label]["prefill"].append(time_per_call(p["prefill"], device, calls=2, repeats=1, warmup=0) / 1e3)
                 samples[label]["decode"].append(time_per_call(p["decode"], device, calls=4, repeats=1, warmup=0) / 1e3)
     for label, p in prepared.items():
         r = p["result"]
         r["prefill_ms"] = statistics.median(samples[label]["prefill"])
         r["decode_ms"] = statistics.median(samples[label]["decode"])
-        r["prefill_tokens_per_s"] = p["prefill_tokens"] / r["prefill_ms"] * 1e3
+        r["prefill_tokens_per_s"] = prefill_tokens / r["prefill_ms"] * 1e3
         r["decode_tokens_per_s"] = 1e3 / r["decode_ms"]
         r["inference_rounds"] = rounds
 
@@ -182,7 +174,7 @@ def main() -> None:
 
     targets = [(f"flagos {m}", "flagos", m) for m in args.modes.split(",") if m]
     targets.append((f"torch {reference}", reference, None))
-    results, skipped, prepared, presets = {}, {}, {}, {}
+    results, skipped, prepared = {}, {}, {}
     for label, device, mode in targets:
         if mode in ("native", "flaggems") and not torch_fl._flaggems.available():
             skipped[label] = f"needs FlagGems, which {torch_fl._flaggems.unavailable_reason()}"
@@ -190,17 +182,16 @@ def main() -> None:
         if time.perf_counter() > deadline and mode is not None:
             skipped[label] = f"time budget of {args.budget_s:.0f} s used up"
             continue
-        with routing.preset(mode) if mode else contextlib.nullcontext():
+        with _routing(mode):
             prepared[label] = prepare_inference(base, device, dtype, args)
-        prepared[label].update(device=device, prefill_tokens=args.prefill)
-        presets[label] = mode
+        prepared[label].update(device=device, mode=mode)
         results[label] = prepared[label]["result"]
         print(f"  {label}: first calls done at {time.perf_counter() - t_start:.0f} s")
-    measure_inference_interleaved(prepared, presets, args.rounds)
+    measure_inference_interleaved(prepared, args.rounds, args.prefill)
     print(f"  inference rounds done at {time.perf_counter() - t_start:.0f} s")
     if args.profile_decode:
         for label, p in prepared.items():
-            with routing.preset(presets[label]) if presets[label] else contextlib.nullcontext():
+            with _routing(p["mode"]):
                 print_decode_profile(p["decode"], p["device"], args.profile_decode)
     prepared.clear()
     torch.flagos.empty_cache()
@@ -217,7 +208,7 @@ def main() -> None:
             r["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
         else:
             routing.reset_stats()
-            with routing.preset(mode) if mode else contextlib.nullcontext():
+            with _routing(mode):
                 r.update(measure_training(base, device, args, gpu))
             if device == "flagos":
                 r["op_calls_per_route"] = _op_calls_per_route()  # of the training steps

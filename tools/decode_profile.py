@@ -28,19 +28,10 @@ from _common import sync  # noqa: E402
 
 
 def decode_step(base, device: str, dtype, prefill: int):
-    model = qwen3.clone_to(base, device, dtype)
     prompt = qwen3.random_tokens(1, prefill, qwen3.vocab_size(base), seed=1).to(device)
-    kw = qwen3._cache_keyword(model)
-    with torch.no_grad():
-        out = model(input_ids=prompt, use_cache=True)
-    state = {"cache": qwen3._cache_of(out), "token": out.logits[:, -1:].argmax(-1)}
-
-    def step():
-        with torch.no_grad():
-            o = model(input_ids=state["token"], use_cache=True, **{kw: state["cache"]})
-        state["cache"], state["token"] = qwen3._cache_of(o), o.logits[:, -1:].argmax(-1)
-
-    return step
+    decoder = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt)
+    decoder.start()
+    return decoder.decode
 
 
 def profile_ops(step, device: str, warmup: int = 4) -> dict:

@@ -147,6 +147,32 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
+class Decoder:
+    """A prompt's prefill and greedy decoding one token at a time with the
+    KV cache, as separate calls for timing and profiling: ``prefill()`` runs
+    the prompt and leaves the decoding state alone; ``start()`` prefills (or
+    takes a prefill's output) and starts decoding from it; each
+    ``decode()`` then adds one token."""
+
+    def __init__(self, model, prompt: torch.Tensor):
+        self.model, self.prompt = model, prompt
+        self._keyword = _cache_keyword(model)
+        self._cache = self._token = None
+
+    @torch.no_grad()
+    def prefill(self):
+        return self.model(input_ids=self.prompt, use_cache=True)
+
+    def start(self, out=None) -> None:
+        out = self.prefill() if out is None else out
+        self._cache, self._token = _cache_of(out), out.logits[:, -1:].argmax(-1)
+
+    @torch.no_grad()
+    def decode(self) -> None:
+        out = self.model(input_ids=self._token, use_cache=True, **{self._keyword: self._cache})
+        self._cache, self._token = _cache_of(out), out.logits[:, -1:].argmax(-1)
+
+
 @torch.no_grad()
 def greedy_generate(model, input_ids: torch.Tensor, max_new_tokens: int = 32
                     ) -> Tuple[List[int], torch.Tensor, List[torch.Tensor]]:
