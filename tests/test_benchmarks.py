@@ -74,7 +74,14 @@ def test_decode_profile_joins_both_devices_by_op(tmp_path):
     assert "extra us" in stdout
 
 
-def test_decode_profile_profiles_a_training_step():
-    stdout = _run("tools/decode_profile.py", "--train", "--rows", "5")
-    assert "training step:" in stdout and "aten calls" in stdout
-    assert "aten::mm" in stdout or "aten::addmm" in stdout
+def test_decode_profile_profiles_a_training_step(tmp_path):
+    out = tmp_path / "train_profile.json"
+    stdout = _run("tools/decode_profile.py", "--train", "--rows", "5", "--out", str(out))
+    profile = json.loads(out.read_text())
+    assert profile["train"] and _positive(profile["ref_step_ms"]) and _positive(profile["flagos_step_ms"])
+    ops = {r["op"]: r for r in profile["rows"]}
+    # The reference trains the same model in its own process: the same
+    # matrix products, and one fused foreach call per optimizer update.
+    assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] > 0
+    assert ops["aten::_foreach_addcdiv_"]["ref_calls"] == ops["aten::_foreach_addcdiv_"]["flagos_calls"] == 1
+    assert "AdamW step" in stdout and "aten calls" in stdout

@@ -21,7 +21,7 @@ HOT = ["add.Tensor", "add_.Tensor", "mul.Tensor", "mm", "bmm", "cat", "mean.dim"
 
 
 def _x(*shape, dtype=torch.float32, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
 def test_hot_ops_have_unboxed_kernels():
@@ -153,6 +153,10 @@ def test_unboxed_ops_raise_the_routing_kernels_errors(dev):
         a @ _x(3, 5).to(dev)
     with pytest.raises(RuntimeError):
         torch.cat([a, _x(4, 5).to(dev)], 0)
+    # A CPU tensor inside a tensor list, too (the host vendor's CPU kernel
+    # would take it silently).
+    with pytest.raises(RuntimeError, match=r"flagos:0 and cpu"):
+        torch.cat([a, _x(4, 4)])
     # The process stays usable, the inputs untouched.
     assert_flagos_close(a + a, _x(4, 4) * 2)
 
@@ -227,3 +231,176 @@ def test_switch_leaves_every_op_to_the_boxed_kernel():
     assert "Unboxed.cpp" not in out["line"]
     assert out["sum"] == [0.0, 2.0, 4.0, 6.0]
     assert out["copy"] == [0.0, 1.0, 2.0, 3.0]
+
+
+# ------------------------------------------------------------- foreach ops
+
+def _lists(n=5, seed=10):
+    """Tensors of several shapes, one a strided view, one a 0-dim tensor."""
+    shapes = [(3, 4), (7,), (), (2, 3, 2), (5,)][:n]
+    base = [_x(*s, seed=seed + i) for i, s in enumerate(shapes)]
+    base[0] = _x(4, 3, seed=seed).t()  # strided
+    return base
+
+
+FOREACH_CASES = {
+    "add_ Scalar": lambda a, b, c: torch._foreach_add_(a, 1.5),
+    "add_ List alpha": lambda a, b, c: torch._foreach_add_(a, b, alpha=-0.5),
+    "add_ ScalarList": lambda a, b, c: torch._foreach_add_(a, [float(i) for i in range(len(a))]),
+    "add_ Tensor": lambda a, b, c: torch._foreach_add_(a, c[2], alpha=2.0),
+    "sub_ Scalar": lambda a, b, c: torch._foreach_sub_(a, 0.25),
+    "mul_ Scalar List ScalarList Tensor": lambda a, b, c: (torch._foreach_mul_(a, 0.9), torch._foreach_mul_(a, b),
+                                                           torch._foreach_mul_(a, [2.0] * len(a)),
+                                                           torch._foreach_mul_(a, c[2])),
+    "div_ Scalar List ScalarList": lambda a, b, c: (torch._foreach_div_(a, 3.0),
+                                                    torch._foreach_div_(a, [t.abs() + 1 for t in b]),
+                                                    torch._foreach_div_(a, [1.0 + i for i in range(len(a))])),
+    "lerp_ Scalar List": lambda a, b, c: (torch._foreach_lerp_(a, b, 0.1),
+                                          torch._foreach_lerp_(a, c, [t.sigmoid() for t in b])),
+    "addcmul_ addcdiv_": lambda a, b, c: (torch._foreach_addcmul_(a, b, c, value=0.3),
+                                          torch._foreach_addcdiv_(a, b, [t.abs() + 1 for t in c], value=-0.2),
+                                          torch._foreach_addcdiv_(a, b, [t.abs() + 1 for t in c],
+                                                                  [0.5 + i for i in range(len(a))]),
+                                          torch._foreach_addcmul_(a, b, b, [0.1] * len(a))),
+    "sqrt_ and zero_": lambda a, b, c: (torch._foreach_sqrt_([t.abs_() for t in b]), torch._foreach_zero_(c),
+                                        torch._foreach_add_(a, b), torch._foreach_add_(a, c)),
+    "copy_": lambda a, b, c: torch._foreach_copy_(a, b),
+    "views of one storage": lambda a, b, c: torch._foreach_mul_([a[3][0], a[3][1], a[1]], 2.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOREACH_CASES))
+def test_unboxed_foreach_ops_agree_with_cpu(name, dev):
+    fn = FOREACH_CASES[name]
+    ref = [_lists(seed=s) for s in (10, 20, 30)]
+    got = [[t.to(dev) for t in lst] for lst in ref]
+    got[0][0] = got[0][0].t().contiguous().t()  # strided on flagos too
+    fn(*ref)
+    fn(*got)
+    for r_list, g_list in zip(ref, got):
+        for r, g in zip(r_list, g_list):
+            assert g.shape == r.shape and g.stride() == r.stride()
+            assert_flagos_close(g, r)
+
+
+def test_unboxed_foreach_results_are_fresh_flagos_tensors(dev):
+    ref = _lists()
+    got = [t.to(dev) for t in ref]
+    roots, norms = torch._foreach_sqrt([t.abs() for t in got]), torch._foreach_norm(got, 2)
+    assert all(r.device == got[0].device for r in roots + norms)
+    for r, e in zip(roots, torch._foreach_sqrt([t.abs() for t in ref])):
+        assert_flagos_close(r, e)
+    for n, e in zip(norms, torch._foreach_norm(ref, 2)):
+        assert_flagos_close(n, e)
+    # Results a kernel may return as views of one buffer stay valid on their own.
+    kept = norms[-1]
+    del norms
+    assert_flagos_close(kept, torch.linalg.vector_norm(ref[-1]))
+
+
+def test_unboxed_foreach_on_many_views_of_one_buffer(dev):
+    """Hundreds of tensors, many over one storage: the scope's hashed
+    index must alias one storage once, as the scan does for a few."""
+    buf_ref = _x(600)
+    views_ref = [buf_ref[i:i + 2] for i in range(0, 600, 3)] + [_x(3, seed=i) for i in range(100)]
+    buf = buf_ref.to(dev)
+    views = [buf[i:i + 2] for i in range(0, 600, 3)] + [_x(3, seed=i).to(dev) for i in range(100)]
+    steps = [_x(*v.shape, seed=7) for v in views_ref]
+    torch._foreach_add_(views_ref, steps, alpha=0.5)
+    torch._foreach_add_(views, [s.to(dev) for s in steps], alpha=0.5)
+    assert_flagos_close(buf, buf_ref)
+    for g, r in zip(views[-100:], views_ref[-100:]):
+        assert_flagos_close(g, r)
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+def test_adamw_step_on_flagos_agrees_with_cpu(dev, foreach):
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    got = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
+    got.load_state_dict(ref.state_dict())
+    got.to(dev)
+    opts = [torch.optim.AdamW(m.parameters(), lr=0.05, weight_decay=0.1, foreach=foreach) for m in (ref, got)]
+    x, y = _x(4, 6, seed=3), _x(4, 3, seed=4)
+    for _ in range(3):
+        for model, opt, d in ((ref, opts[0], "cpu"), (got, opts[1], dev)):
+            opt.zero_grad()
+            F.mse_loss(model(x.to(d)), y.to(d)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5, foreach=foreach)
+            opt.step()
+    for (name, r), g in zip(ref.named_parameters(), got.parameters()):
+        assert_flagos_close(g, r, rtol=1e-5, atol=1e-6), name
+        state_r, state_g = opts[0].state[r], opts[1].state[g]
+        assert_flagos_close(state_g["exp_avg_sq"], state_r["exp_avg_sq"], rtol=1e-5, atol=1e-7)
+
+
+def test_unboxed_foreach_counts_and_errors(dev, dev1):
+    a = [_x(3).to(dev), _x(2).to(dev)]
+    routing.reset_stats()
+    torch._foreach_mul_(a, 2.0)
+    # One routed call for the list; without an unboxed kernel (the switch
+    # off), PyTorch's composite kernel routes a mul per tensor instead.
+    if "_foreach_mul_.Scalar" in routing.unboxed_ops():
+        assert routing.stats()["_foreach_mul_.Scalar"] == {NATIVE: 1}
+    else:
+        assert sum(n for per_backend in routing.stats().values() for n in per_backend.values()) == 2
+    with pytest.raises(RuntimeError, match=r"flagos:0 and cpu"):
+        torch._foreach_add_(a, [_x(3), _x(2)])
+    with pytest.raises(RuntimeError, match=r"flagos:0 and flagos:1|flagos:1 and flagos:0"):
+        torch._foreach_add_(a, [_x(3).to(dev1), _x(2).to(dev1)])
+    with pytest.raises(RuntimeError, match=r"(?i)same number of tensors|size"):
+        torch._foreach_add_(a, [_x(3).to(dev)])
+    assert_flagos_close(a[0], _x(3) * 2)
+
+
+# ---------------------------------------------- aliases recycled per thread
+
+def test_recycled_aliases_follow_the_tensor(dev):
+    """The native route reuses a tensor's alias from its last call: after
+    set_, resize_, .data =, a new shape in place or a freed tensor's
+    address taken by another, the alias must stand for what is there now."""
+    x_ref = _x(4, 4)
+    x = x_ref.to(dev)
+    assert_flagos_close(x + x, x_ref * 2)
+    x.set_(_x(3, 5, seed=1).to(dev))                   # new storage, new shape
+    assert_flagos_close(x * 3, _x(3, 5, seed=1) * 3)
+    x.resize_(40)                                       # grown: new bytes
+    x[15:].fill_(1.0)
+    assert_flagos_close(x[:15] + 0, _x(3, 5, seed=1).flatten())
+    assert_flagos_close(x[15:].sum(0, keepdim=True), torch.tensor([25.0]))
+    x.data = _x(2, 2, seed=2).to(torch.float64).to(dev)  # new dtype
+    assert_flagos_close(x + 1, _x(2, 2, seed=2).to(torch.float64) + 1)
+    x.t_()                                              # strides changed in place
+    assert_flagos_close(x * 1, _x(2, 2, seed=2).to(torch.float64).t())
+    for seed in range(20):                              # addresses of freed tensors reused
+        y_ref = _x(seed % 5 + 1, 3, seed=seed).to(torch.float64 if seed % 2 else torch.float32)
+        y = y_ref.to(dev)
+        assert_flagos_close(y.neg(), -y_ref)
+        del y
+    z = _x(6, seed=3).to(dev)
+    assert_flagos_close(torch._neg_view(z) + z[0], -_x(6, seed=3) + _x(6, seed=3)[0])
+    assert_flagos_close(z + z[0], _x(6, seed=3) + _x(6, seed=3)[0])
+
+
+def test_recycled_aliases_are_per_thread(dev):
+    import threading
+
+    w_ref = _x(64, 64)
+    w = w_ref.to(dev)
+    errors = []
+
+    def work(seed):
+        try:
+            for i in range(50):
+                v_ref = _x(8, 64, seed=seed * 100 + i)
+                got = (v_ref.to(dev) @ w).add_(w[0])
+                assert_flagos_close(got, v_ref @ w_ref + w_ref[0], rtol=1e-5, atol=1e-5)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

@@ -1,14 +1,15 @@
-"""Where a Qwen3 decode step's host time goes, per ATen op, on flagos against
-PyTorch's own device in the same process: torch.profiler's CPU table of one
-decode step on each, joined by op name and sorted by the time flagos adds.
+"""Where a Qwen3 decode or training step's host time goes, per ATen op, on
+flagos against PyTorch's own device: torch.profiler's CPU table of one step
+on each, joined by op name and sorted by the time flagos adds.
 
     python tools/decode_profile.py [--routing native|default] [--rows 30] [--out profile.json]
     python tools/decode_profile.py --loop mm --device flagos --calls 200000   # a loop to run under perf
-    python tools/decode_profile.py --train [--routing default]   # one AdamW step on flagos, by op
+    python tools/decode_profile.py --train [--routing default]   # one AdamW step, by op
 
-Inference only (no autograd), so the reference may be torch CUDA in the same
-process. A row's "calls" are the op's own calls plus the calls made inside
-it; "self us" is time not spent in a nested op, so on flagos it holds the
+The decode step's reference runs in the same process; the training step's
+in a clean one (torch CUDA cannot run backward where a PrivateUse1 backend
+is registered). A row's "calls" are the op's own calls plus the calls made
+inside it; "self us" is time not spent in a nested op, so on flagos it holds the
 routing kernel's cost as well as the vendor kernel's launch.
 """
 import argparse
@@ -47,35 +48,42 @@ def profile_ops(step, device: str, warmup: int = 4) -> dict:
             for e in prof.key_averages()}
 
 
-def profile_training(base, routing_name: str, rows: int, gpu: bool) -> None:
-    """The host time of the third AdamW step (bf16 autocast on a GPU) on
-    flagos, by op. torch CUDA cannot train in a process that registered a
-    PrivateUse1 backend (pytorch/pytorch#161129), so there is no reference
-    column here; benchmarks/qwen3.py times the reference in a clean process."""
-    import time
-
-    from torch.profiler import ProfilerActivity, profile
-
-    model = qwen3.clone_to(base, "flagos")
-    tokens = qwen3.random_tokens(2, 1024 if gpu else 64, qwen3.vocab_size(base), seed=2)
-    prof = profile(activities=[ProfilerActivity.CPU])
-    marks = {}
-
-    def on_step(step, loss):
-        marks[step] = time.perf_counter()
-        if step == 1:
-            prof.start()
-        elif step == 2:
-            prof.stop()
-
+def profile_training(base, size: str, routing_name: str, gpu: bool) -> tuple:
+    """Host time by op of the third AdamW step (bf16 autocast on a GPU), on
+    flagos and on the reference device. The reference trains in a clean
+    process: torch CUDA cannot run backward in a process that registered a
+    PrivateUse1 backend (pytorch/pytorch#161129)."""
+    options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
+    batch, length = 2, 1024 if gpu else 64
+    tokens = qwen3.random_tokens(batch, length, qwen3.vocab_size(base), seed=2)
+    ref = qwen3.train_in_clean_process(routing.native_backend(), size=size, seed=0, batch=batch, length=length,
+                                       batch_seeds=[2], profile_step=2, **options)
     with routing.preset(routing_name):
-        qwen3.train(model, [tokens], steps=3, lr=1e-4, foreach=True,
-                    autocast_dtype=torch.bfloat16 if gpu else None, on_step=on_step)
-    events = prof.key_averages()
-    aten = [e for e in events if e.key.startswith("aten::")]
-    print(f"flagos ({routing_name}) training step: {(marks[2] - marks[1]) * 1e3:.1f} ms wall (profiled), "
-          f"{sum(e.count for e in aten)} aten calls, {sum(e.self_cpu_time_total for e in events) / 1e3:.1f} ms host self time")
-    print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+        flg = qwen3.profiled_train(qwen3.clone_to(base, "flagos"), [tokens], profile_step=2, **options)
+    return ref, flg
+
+
+def compare(title: str, ref: dict, flg: dict, rows: int) -> dict:
+    """Prints the two op tables joined by name, by the host time flagos
+    adds; returns the table."""
+    joined = []
+    for key in sorted(set(ref) | set(flg)):
+        r, f = ref.get(key, {}), flg.get(key, {})
+        joined.append({"op": key, "ref_calls": r.get("calls", 0), "flagos_calls": f.get("calls", 0),
+                       "ref_self_us": r.get("self_us", 0.0), "flagos_self_us": f.get("self_us", 0.0),
+                       "extra_self_us": f.get("self_us", 0.0) - r.get("self_us", 0.0)})
+    joined.sort(key=lambda row: -abs(row["extra_self_us"]))
+    total_ref = sum(r["self_us"] for r in ref.values())
+    total_flg = sum(f["self_us"] for f in flg.values())
+    aten_calls = [sum(t[k]["calls"] for k in t if k.startswith("aten::")) for t in (ref, flg)]
+    print(f"{title}: host self time {total_ref:.0f} us reference, {total_flg:.0f} us flagos; "
+          f"aten calls {aten_calls[0]} reference, {aten_calls[1]} flagos")
+    print(f"{'op':42} {'calls ref':>9} {'calls fl':>9} {'self ref us':>11} {'self fl us':>11} {'extra us':>9} {'extra/call':>10}")
+    for row in joined[:rows]:
+        per_call = row["extra_self_us"] / max(row["flagos_calls"], 1)
+        print(f"{row['op'][:42]:42} {row['ref_calls']:9d} {row['flagos_calls']:9d} {row['ref_self_us']:11.0f} "
+              f"{row['flagos_self_us']:11.0f} {row['extra_self_us']:9.0f} {per_call:10.2f}")
+    return {"ref_total_us": total_ref, "flagos_total_us": total_flg, "aten_calls": aten_calls, "rows": joined}
 
 
 def loop(op: str, device: str, calls: int) -> None:
@@ -99,7 +107,7 @@ def main() -> None:
     parser.add_argument("--loop", default=None, help="run one op in a loop instead (mm, linear, add, to, view)")
     parser.add_argument("--device", default="flagos")
     parser.add_argument("--calls", type=int, default=100000)
-    parser.add_argument("--train", action="store_true", help="profile a training step on flagos instead")
+    parser.add_argument("--train", action="store_true", help="profile an AdamW step instead")
     args = parser.parse_args()
     if args.loop:
         return loop(args.loop, args.device, args.calls)
@@ -110,31 +118,19 @@ def main() -> None:
     dtype = torch.bfloat16 if gpu else torch.float32
     base = qwen3.build_model(size, seed=0)
     if args.train:
-        return profile_training(base, args.routing, args.rows, gpu)
-    ref = profile_ops(decode_step(base, reference, dtype, 128), reference)
-    with routing.preset(args.routing):
-        flg = profile_ops(decode_step(base, "flagos", dtype, 128), "flagos")
-
-    rows = []
-    for key in sorted(set(ref) | set(flg)):
-        r, f = ref.get(key, {}), flg.get(key, {})
-        rows.append({"op": key, "ref_calls": r.get("calls", 0), "flagos_calls": f.get("calls", 0),
-                     "ref_self_us": r.get("self_us", 0.0), "flagos_self_us": f.get("self_us", 0.0),
-                     "extra_self_us": f.get("self_us", 0.0) - r.get("self_us", 0.0)})
-    rows.sort(key=lambda row: -row["extra_self_us"])
-    total_ref = sum(r["self_us"] for r in ref.values())
-    total_flg = sum(f["self_us"] for f in flg.values())
-    print(f"Qwen3 {size} decode step, host time by op: torch {reference} {total_ref:.0f} us, "
-          f"flagos ({args.routing}) {total_flg:.0f} us")
-    print(f"{'op':42} {'calls ref':>9} {'calls fl':>9} {'self ref us':>11} {'self fl us':>11} {'extra us':>9} {'extra/call':>10}")
-    for row in rows[:args.rows]:
-        per_call = row["extra_self_us"] / max(row["flagos_calls"], 1)
-        print(f"{row['op'][:42]:42} {row['ref_calls']:9d} {row['flagos_calls']:9d} {row['ref_self_us']:11.0f} "
-              f"{row['flagos_self_us']:11.0f} {row['extra_self_us']:9.0f} {per_call:10.2f}")
+        ref, flg = profile_training(base, size, args.routing, gpu)
+        print(f"training step wall time (profiled): {ref['step_ms']:.1f} ms torch {reference}, "
+              f"{flg['step_ms']:.1f} ms flagos ({args.routing})")
+        table = compare(f"Qwen3 {size} AdamW step", ref["ops"], flg["ops"], args.rows)
+        table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"])
+    else:
+        ref = profile_ops(decode_step(base, reference, dtype, 128), reference)
+        with routing.preset(args.routing):
+            flg = profile_ops(decode_step(base, "flagos", dtype, 128), "flagos")
+        table = compare(f"Qwen3 {size} decode step", ref, flg, args.rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"reference": reference, "routing": args.routing, "size": size,
-                                              "ref_total_us": total_ref, "flagos_total_us": total_flg,
-                                              "rows": rows}, indent=1))
+                                              "train": args.train, **table}, indent=1))
 
 
 if __name__ == "__main__":

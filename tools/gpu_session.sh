@@ -93,6 +93,11 @@ run_step() {
                done; done
                tail -n +1 /tmp/perf.*.txt > "$OUT/perf.txt"; echo "perf tables in perf.txt"
              else echo "no perf on this machine"; fi ;;
+    # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
+    # a clean process.
+    profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
+                     timeout 300 .venv/bin/python tools/decode_profile.py --train --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
+                   done ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac

@@ -90,7 +90,18 @@ c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack,
     finder.device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
   }
   for (size_t i = begin; i < stack.size(); ++i) {
-    if (stack[i].isTensor() && !is_flagos(stack[i].toTensor())) finder.see_other(stack[i].toTensor());
+    const auto& v = stack[i];
+    if (v.isTensor()) {
+      if (!is_flagos(v.toTensor())) finder.see_other(v.toTensor());
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) {
+        if (!is_flagos(t)) finder.see_other(t);
+      }
+    } else if (v.isOptionalTensorList()) {
+      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+        if (t.has_value() && !is_flagos(*t)) finder.see_other(*t);
+      }
+    }
   }
   return finder.device;
 }

@@ -7,6 +7,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
+#include <array>
 
 #include "runtime/Allocator.h"
 #include "runtime/HostStreams.h"
@@ -16,13 +17,6 @@ namespace {
 
 const c10::impl::DeviceGuardImplInterface* flagos_guard() {
   return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
-}
-
-c10::Allocator* native_allocator() {
-  // Aliases are resizable with the native allocator so that an out= kernel
-  // can grow them; write_back() then moves the new bytes to flagos.
-  return live_vendor() == Vendor::Cuda ? at::detail::getCUDAHooks().getCUDADeviceAllocator()
-                                       : c10::GetCPUAllocator();
 }
 
 void copy_tensor_meta(c10::TensorImpl* dst, const at::Tensor& src) {
@@ -83,6 +77,13 @@ at::Tensor byte_view(const c10::Storage& storage, size_t n) {
 
 }  // namespace
 
+c10::Allocator* native_allocator() {
+  // Aliases are resizable with the native allocator so that an out= kernel
+  // can grow them; write_back() then moves the new bytes to flagos.
+  return live_vendor() == Vendor::Cuda ? at::detail::getCUDAHooks().getCUDADeviceAllocator()
+                                       : c10::GetCPUAllocator();
+}
+
 at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like) {
   auto tensor = at::detail::make_tensor<c10::TensorImpl>(
       std::move(storage), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), like.dtype());
@@ -126,7 +127,48 @@ NativeScope::NativeScope(c10::DeviceIndex device)
   }
 }
 
+namespace {
+
+// Recycled aliases, by the flagos TensorImpl they last stood for: a hint
+// only, as a reused alias is checked and repointed in full. Per thread, so
+// that no alias is ever in two scopes at once.
+struct RecycledAlias {
+  const c10::TensorImpl* flagos = nullptr;
+  at::Tensor alias;
+};
+constexpr size_t kRecycledAliases = 512;
+thread_local std::array<RecycledAlias, kRecycledAliases> recycled;
+
+RecycledAlias& recycled_slot(const c10::TensorImpl* flagos) {
+  const auto bits = reinterpret_cast<uintptr_t>(flagos);
+  return recycled[((bits >> 4) ^ (bits >> 13)) % kRecycledAliases];
+}
+
+// A native storage over flagos bytes that it does not own.
+c10::Storage native_storage_over(void* data, size_t nbytes, c10::DeviceIndex device) {
+  return c10::Storage(c10::make_intrusive<c10::StorageImpl>(c10::StorageImpl::use_byte_size_t(), nbytes,
+                                                            c10::DataPtr(data, native_device(device)),
+                                                            native_allocator(), /*resizable=*/true));
+}
+
+bool same_flags(const c10::TensorImpl* a, const c10::TensorImpl* b) {
+  return a->is_conj() == b->is_conj() && a->is_neg() == b->is_neg() &&
+         a->is_wrapped_number() == b->is_wrapped_number();
+}
+
+}  // namespace
+
 NativeScope::~NativeScope() {
+  if (recycle_) {
+    for (auto& e : entries_) {
+      // Anyone else still holding the alias (a result the caller kept)
+      // keeps it out of the cache.
+      if (e.alias.use_count() != 1) continue;
+      RecycledAlias& slot = recycled_slot(e.flagos_tensor->unsafeGetTensorImpl());
+      slot.flagos = e.flagos_tensor->unsafeGetTensorImpl();
+      slot.alias = std::move(e.alias);
+    }
+  }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
   flagos_guard()->uncheckedSetDevice(previous_device_);
 }
@@ -148,31 +190,94 @@ at::Tensor NativeScope::alias_borrowed(const at::Tensor& t) {
   return make_alias(t, [](const at::Tensor& x) { return c10::MaybeOwned<at::Tensor>::borrowed(x); });
 }
 
+// Entries a scope holds before it builds its index: a scan of a few is
+// cheaper than hashing.
+constexpr size_t kScanEntries = 16;
+
+const NativeScope::Entry* NativeScope::find_entry(const void* key) const {
+  if (!index_.empty()) {
+    auto it = index_.find(key);
+    return it == index_.end() ? nullptr : &entries_[it->second];
+  }
+  for (const auto& e : entries_) {
+    if (e.flagos_tensor->unsafeGetTensorImpl() == key || e.flagos() == key ||
+        e.alias.unsafeGetTensorImpl() == key || e.native() == key) {
+      return &e;
+    }
+  }
+  return nullptr;
+}
+
+void NativeScope::add_entry(Entry entry) {
+  entries_.push_back(std::move(entry));
+  if (entries_.size() <= kScanEntries) return;
+  // The first entry under a key wins, as it does for the scan.
+  const size_t first = index_.empty() ? 0 : entries_.size() - 1;
+  for (size_t i = first; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
+    for (const void* key : {static_cast<const void*>(e.flagos_tensor->unsafeGetTensorImpl()),
+                            static_cast<const void*>(e.flagos()),
+                            static_cast<const void*>(e.alias.unsafeGetTensorImpl()),
+                            static_cast<const void*>(e.native())}) {
+      index_.emplace(key, i);
+    }
+  }
+}
+
 at::Tensor NativeScope::make_alias(const at::Tensor& t,
                                    c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&)) {
   const auto* storage = t.storage().unsafeGetStorageImpl();
-  const c10::StorageImpl* shared = nullptr;
-  for (const auto& e : entries_) {
-    if (e.flagos_tensor->unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return e.alias;
-    if (e.flagos() == storage) shared = e.native();
+  // The keys of flagos and native objects never collide: every entry's
+  // alias and native storage are objects of this scope.
+  if (const Entry* same = find_entry(t.unsafeGetTensorImpl())) return same->alias;
+  const Entry* shared = find_entry(storage);
+  if (recycle_) {
+    if (at::Tensor alias = recycled_alias(t, storage, shared); alias.defined()) {
+      add_entry(Entry{alias, keep(t)});
+      return alias;
+    }
   }
   // Arguments over one flagos storage get aliases over one native storage,
   // so the kernel sees that they overlap, as they do.
   c10::Storage alias_storage;
   if (shared) {
-    alias_storage = c10::Storage(
-        c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(const_cast<c10::StorageImpl*>(shared)));
+    alias_storage = shared->alias.storage();
   } else {
     void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
     begin_access(data);
-    alias_storage = c10::Storage(c10::make_intrusive<c10::StorageImpl>(
-        c10::StorageImpl::use_byte_size_t(), storage->nbytes(),
-        c10::DataPtr(data, native_device(device_)), native_allocator(), /*resizable=*/true));
+    alias_storage = native_storage_over(data, storage->nbytes(), device_);
   }
   auto alias = at::detail::make_tensor<c10::TensorImpl>(
       std::move(alias_storage), c10::DispatchKeySet(native_dispatch_key()), t.dtype());
   copy_tensor_meta(alias.unsafeGetTensorImpl(), t);
-  entries_.push_back(Entry{alias, keep(t)});
+  add_entry(Entry{alias, keep(t)});
+  return alias;
+}
+
+at::Tensor NativeScope::recycled_alias(const at::Tensor& t, const c10::StorageImpl* storage, const Entry* shared) {
+  RecycledAlias& slot = recycled_slot(t.unsafeGetTensorImpl());
+  if (slot.flagos != t.unsafeGetTensorImpl() || !slot.alias.defined()) return at::Tensor();
+  at::Tensor alias = std::move(slot.alias);
+  slot.flagos = nullptr;
+  auto* impl = alias.unsafeGetTensorImpl();
+  if (alias.use_count() != 1 || alias.dtype() != t.dtype() || !same_flags(impl, t.unsafeGetTensorImpl()) ||
+      alias.device() != native_device(device_)) {
+    return at::Tensor();
+  }
+  // Repointed at the storage the tensor has now (set_() and resize_ may
+  // have replaced its bytes since), or at the native storage of another
+  // argument over the same flagos storage.
+  const auto* native = alias.storage().unsafeGetStorageImpl();
+  if (shared) {
+    if (native != shared->native()) impl->set_storage_keep_dtype(shared->alias.storage());
+  } else {
+    void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
+    if (native->data() != data || native->nbytes() != storage->nbytes() || native->device() != alias.device()) {
+      impl->set_storage_keep_dtype(native_storage_over(data, storage->nbytes(), device_));
+    }
+    begin_access(data);
+  }
+  impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
   return alias;
 }
 
@@ -223,16 +328,13 @@ c10::Storage NativeScope::adopt(const c10::Storage& native, c10::ArrayRef<at::Te
 
 at::Tensor NativeScope::to_flagos(const at::Tensor& result, c10::ArrayRef<at::Tensor> results) {
   if (!result.defined()) return result;
-  for (const auto& e : entries_) {
-    if (e.alias.unsafeGetTensorImpl() == result.unsafeGetTensorImpl()) return *e.flagos_tensor;
-  }
+  if (const Entry* e = find_entry(result.unsafeGetTensorImpl())) return *e->flagos_tensor;
   if (result.device().type() != native_device_type()) return result;
   TORCH_CHECK(result.layout() == c10::Layout::Strided && result.has_storage(),
               "flagos: only strided tensors are supported on flagos; the op produced a ",
               result.layout(), " tensor");
-  const auto* storage = result.storage().unsafeGetStorageImpl();
-  for (const auto& e : entries_) {
-    if (e.native() == storage) return make_flagos_tensor(e.flagos_tensor->storage(), result);
+  if (const Entry* e = find_entry(result.storage().unsafeGetStorageImpl())) {
+    return make_flagos_tensor(e->flagos_tensor->storage(), result);
   }
   return make_flagos_tensor(adopt(result.storage(), results), result);
 }
@@ -243,8 +345,15 @@ at::Tensor NativeScope::to_flagos(at::Tensor&& result) {
                      result.layout() == c10::Layout::Strided && result.has_storage() &&
                      !result.is_quantized() && !impl->_is_zerotensor() && impl->allow_tensor_metadata_change() &&
                      c10::raw::intrusive_ptr::use_count(result.storage().unsafeGetStorageImpl()) == 1;
-  if (!fresh) return to_flagos(result, c10::ArrayRef<at::Tensor>(result));
-  impl->set_storage_keep_dtype(adopt(result.storage(), c10::ArrayRef<at::Tensor>(result)));
+  auto* storage = fresh ? result.storage().unsafeGetStorageImpl() : nullptr;
+  // A storage whose bytes adopt() took already: a list that holds one
+  // result twice, mapped once through adopt().
+  if (!fresh || (storage->data() == nullptr && storage->nbytes() > 0)) {
+    return to_flagos(result, c10::ArrayRef<at::Tensor>(result));
+  }
+  // No other result can share a storage that only this tensor holds, so
+  // adopt()'s searches are skipped (a foreach op returns hundreds).
+  impl->set_storage_keep_dtype(host_ ? copy_host_bytes(storage, device_) : take_cuda_bytes(storage, device_));
   impl->_change_backend_component_keys(flagos_device(device_));
   return std::move(result);
 }

@@ -10,6 +10,7 @@
 #include <c10/core/Storage.h>
 #include <c10/util/MaybeOwned.h>
 #include <c10/util/SmallVector.h>
+#include <c10/util/flat_hash_map.h>
 
 #include "common.h"
 
@@ -18,6 +19,10 @@ namespace torch_fl {
 inline bool is_flagos(const at::Tensor& t) {
   return t.defined() && t.device().type() == c10::DeviceType::PrivateUse1;
 }
+
+// The allocator of the vendor's own device type (CUDA's caching allocator,
+// or the CPU's on the host vendor).
+c10::Allocator* native_allocator();
 
 // A tensor with the flagos device type over `storage`, shaped like `like`.
 at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like);
@@ -38,6 +43,12 @@ class NativeScope {
   NativeScope& operator=(const NativeScope&) = delete;
 
   c10::DeviceIndex device() const { return device_; }
+
+  // Keep this scope's aliases, when it ends, for the next scope on this
+  // thread that aliases the same flagos tensors (a model's weights, an
+  // activation read forward and backward): a TensorImpl and a StorageImpl
+  // less per argument. Only for scopes whose aliases no Python code sees.
+  void recycle_aliases() { recycle_ = true; }
 
   // Alias of a flagos tensor as a native tensor (zero copy). The scope
   // keeps a reference to the flagos tensor, to map results back.
@@ -82,13 +93,23 @@ class NativeScope {
   };
 
   at::Tensor make_alias(const at::Tensor& t, c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&));
+  const Entry* find_entry(const void* key) const;
+  void add_entry(Entry entry);
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
+
+  at::Tensor recycled_alias(const at::Tensor& t, const c10::StorageImpl* storage, const Entry* shared);
 
   c10::DeviceIndex device_;
   c10::Device previous_device_;
   bool host_;
+  bool recycle_ = false;
   c10::SmallVector<Entry, 4> entries_;
+  // A scope over a tensor list (an optimizer's foreach ops alias every
+  // parameter, gradient and state tensor: over a thousand) finds entries by
+  // hash instead of scanning them. Keys: the flagos tensor, the flagos
+  // storage, the alias and the native storage of each entry.
+  ska::flat_hash_map<const void*, size_t> index_;
   c10::SmallVector<Adopted, 2> adopted_;
   c10::SmallVector<const void*, 4> accessed_;
 };

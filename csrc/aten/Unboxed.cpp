@@ -58,11 +58,13 @@ struct Scan {
   void see(const at::ITensorListRef& list) {
     for (const at::Tensor& t : list) see(t);
   }
+  void see(at::TensorList list) {
+    for (const at::Tensor& t : list) see(t);
+  }
   template <class T>
   void see(const T&) {
     using D = std::decay_t<T>;
-    static_assert(!std::is_same_v<D, at::TensorList> &&
-                      !std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
+    static_assert(!std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
                       !std::is_same_v<D, std::optional<at::Generator>> &&
                       !std::is_same_v<D, std::optional<c10::Device>>,
                   "this argument type has no unboxed route: leave the op to the routing kernel");
@@ -73,6 +75,7 @@ struct Scan {
 struct AliasedList {
   std::vector<at::Tensor> tensors;
   operator at::ITensorListRef() const { return at::ITensorListRef(at::ArrayRef<at::Tensor>(tensors)); }
+  operator at::TensorList() const { return tensors; }
 };
 
 // What an argument becomes for the vendor's kernel: tensors become aliases,
@@ -97,6 +100,10 @@ template <>
 struct Aliased<const at::ITensorListRef&> {
   using type = AliasedList;
 };
+template <>
+struct Aliased<at::TensorList> {
+  using type = AliasedList;
+};
 
 template <class Arg>
 typename Aliased<Arg>::type alias_arg(NativeScope& scope, Arg arg) {
@@ -106,7 +113,7 @@ typename Aliased<Arg>::type alias_arg(NativeScope& scope, Arg arg) {
   } else if constexpr (std::is_same_v<D, std::optional<at::Tensor>>) {
     if (!arg.has_value()) return std::nullopt;
     return scope.alias_argument(*arg);
-  } else if constexpr (std::is_same_v<D, at::ITensorListRef>) {
+  } else if constexpr (std::is_same_v<D, at::ITensorListRef> || std::is_same_v<D, at::TensorList>) {
     AliasedList list;
     list.tensors.reserve(arg.size());
     for (const at::Tensor& t : arg) list.tensors.push_back(scope.alias_argument(t));
@@ -120,6 +127,16 @@ typename Aliased<Arg>::type alias_arg(NativeScope& scope, Arg arg) {
 // in-place op, out= tensors).
 template <class Arg>
 constexpr bool is_written = std::is_same_v<Arg, at::Tensor&>;
+
+// An in-place foreach op (its name ends in '_') writes the tensors of its
+// first argument, a TensorList: the C++ type does not say so.
+constexpr bool ends_with_underscore(const char* name) {
+  const char* last = name;
+  while (*name) last = name++;
+  return *last == '_';
+}
+template <class Op, size_t I, class Arg>
+constexpr bool writes_list = I == 0 && std::is_same_v<Arg, at::TensorList> && ends_with_underscore(Op::name);
 
 template <class Arg>
 at::Tensor* written_tensor(Arg&& arg) {
@@ -144,7 +161,7 @@ constexpr bool writes_any = (is_written<Args> || ...);
 template <class Ret>
 struct ReturnKind {
   static constexpr bool supported = std::is_same_v<Ret, at::Tensor> || std::is_same_v<Ret, at::Tensor&> ||
-                                    std::is_void_v<Ret>;
+                                    std::is_same_v<Ret, std::vector<at::Tensor>> || std::is_void_v<Ret>;
 };
 template <class... Ts>
 struct ReturnKind<std::tuple<Ts...>> {
@@ -184,15 +201,16 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       return boxed(op, ks, std::forward<Args>(args)...);
     }
     plan.calls[backend].fetch_add(1, std::memory_order_relaxed);
-    NativeScope scope(scan.device);
-    AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     BoxedRoute invoke = flaggems ? flaggems_invoker(plan) : nullptr;
     // As the boxed route does: complex tensors and strided written tensors
     // go to the vendor's kernel (Fallback.cpp says why).
-    if (invoke && (scan.complex || writes_strided(aliased, std::index_sequence_for<Args...>{}))) {
+    if (invoke && (scan.complex || writes_strided(std::index_sequence_for<Args...>{}, args...))) {
       invoke = nullptr;
       count_on_native_instead(plan, backend);
     }
+    NativeScope scope(scan.device);
+    if (!invoke) scope.recycle_aliases();  // the vendor's C++ kernel sees them, nothing else
+    AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
       if constexpr (std::is_void_v<Ret>) {
@@ -204,6 +222,8 @@ struct UnboxedRoute<Op, Ret(Args...)> {
         write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
         if constexpr (std::is_same_v<Ret, at::Tensor>) {
           return scope.to_flagos(std::move(result));
+        } else if constexpr (std::is_same_v<Ret, std::vector<at::Tensor>>) {
+          return fresh_list_to_flagos(scope, std::move(result));
         } else {
           return to_flagos(scope, std::move(result), args...);
         }
@@ -214,6 +234,10 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
       if constexpr (std::is_same_v<Ret, at::Tensor&>) {
         return first_written<Args...>(std::forward<Args>(args)...);
+      } else if constexpr (std::is_same_v<Ret, at::Tensor>) {
+        return scope.to_flagos(c10::impl::PopResult<Ret>::call(stack));
+      } else if constexpr (std::is_same_v<Ret, std::vector<at::Tensor>>) {
+        return fresh_list_to_flagos(scope, c10::impl::PopResult<Ret>::call(stack));
       } else if constexpr (!std::is_void_v<Ret>) {
         return to_flagos(scope, c10::impl::PopResult<Ret>::call(stack), args...);
       }
@@ -221,10 +245,16 @@ struct UnboxedRoute<Op, Ret(Args...)> {
   }
 
   template <size_t... I>
-  static bool writes_strided(const AliasedArgs& aliased, std::index_sequence<I...>) {
+  static bool writes_strided(std::index_sequence<I...>, Args&... args) {
+    auto originals = std::forward_as_tuple(args...);
     return ([&] {
       if constexpr (is_written<Args>) {
-        return !std::get<I>(aliased).is_contiguous();
+        return !std::get<I>(originals).is_contiguous();
+      } else if constexpr (writes_list<Op, I, Args>) {
+        for (const at::Tensor& t : std::get<I>(originals)) {
+          if (!t.is_contiguous()) return true;
+        }
+        return false;
       } else {
         return false;
       }
@@ -234,14 +264,24 @@ struct UnboxedRoute<Op, Ret(Args...)> {
   template <size_t... I>
   static void write_back(NativeScope& scope, const AliasedArgs& aliased, std::index_sequence<I...>,
                           Args&... args) {
-    if constexpr (writes_any<Args...>) {
-      auto originals = std::forward_as_tuple(args...);
-      (
-          [&] {
-            if constexpr (is_written<Args>) scope.write_back(std::get<I>(originals), std::get<I>(aliased));
-          }(),
-          ...);
-    }
+    auto originals = std::forward_as_tuple(args...);
+    (
+        [&] {
+          if constexpr (is_written<Args>) {
+            scope.write_back(std::get<I>(originals), std::get<I>(aliased));
+          } else if constexpr (writes_list<Op, I, Args>) {
+            const auto& aliases = std::get<I>(aliased).tensors;
+            for (size_t k = 0; k < aliases.size(); ++k) scope.write_back(std::get<I>(originals)[k], aliases[k]);
+          }
+        }(),
+        ...);
+  }
+
+  // A foreach op's results: each is fresh unless the kernel returned one
+  // tensor twice or a view of an argument; to_flagos() sorts that out.
+  static std::vector<at::Tensor> fresh_list_to_flagos(NativeScope& scope, std::vector<at::Tensor>&& results) {
+    for (at::Tensor& r : results) r = scope.to_flagos(std::move(r));
+    return std::move(results);
   }
 
   template <class R>
@@ -284,6 +324,7 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
   if (is_flagos(self) && is_flagos(src) && self.device() == src.device() &&
       !(non_blocking && live_vendor() == Vendor::Host)) {
     NativeScope scope(self.device().index());
+    scope.recycle_aliases();
     at::Tensor dst = scope.alias_borrowed(self);
     at::_ops::copy_::redispatch(c10::DispatchKeySet(native_dispatch_key()), dst, scope.alias_borrowed(src),
                                 non_blocking);
@@ -298,8 +339,9 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
 std::vector<std::string> unboxed_ops() { return registered(); }
 
 // The ops of a transformer's forward and backward passes that reach the
-// routing kernel most often. Each must take only tensors, optional
-// tensors, tensor lists and plain values (the static_asserts say so).
+// routing kernel most often, and an optimizer's foreach ops. Each must take
+// only tensors, optional tensors, tensor lists and plain values (the
+// static_asserts say so).
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   if (!env_flag("FLAGOS_UNBOXED_OPS", /*unset=*/true)) return;
   m.impl("copy_", TORCH_FN(copy_));
@@ -335,6 +377,31 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   register_unboxed<at::_ops::threshold_backward>(m);
   register_unboxed<at::_ops::fill__Scalar>(m);
   register_unboxed<at::_ops::zero_>(m);
+  // Optimizers (AdamW, Adam, SGD with foreach), zero_grad and
+  // clip_grad_norm_: each call passes every parameter, gradient and state.
+  register_unboxed<at::_ops::_foreach_add__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_add__List>(m);
+  register_unboxed<at::_ops::_foreach_add__ScalarList>(m);
+  register_unboxed<at::_ops::_foreach_add__Tensor>(m);
+  register_unboxed<at::_ops::_foreach_sub__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_mul__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_mul__List>(m);
+  register_unboxed<at::_ops::_foreach_mul__ScalarList>(m);
+  register_unboxed<at::_ops::_foreach_mul__Tensor>(m);
+  register_unboxed<at::_ops::_foreach_div__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_div__List>(m);
+  register_unboxed<at::_ops::_foreach_div__ScalarList>(m);
+  register_unboxed<at::_ops::_foreach_lerp__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_lerp__List>(m);
+  register_unboxed<at::_ops::_foreach_addcmul__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_addcmul__ScalarList>(m);
+  register_unboxed<at::_ops::_foreach_addcdiv__Scalar>(m);
+  register_unboxed<at::_ops::_foreach_addcdiv__ScalarList>(m);
+  register_unboxed<at::_ops::_foreach_sqrt>(m);
+  register_unboxed<at::_ops::_foreach_sqrt_>(m);
+  register_unboxed<at::_ops::_foreach_zero_>(m);
+  register_unboxed<at::_ops::_foreach_copy_>(m);
+  register_unboxed<at::_ops::_foreach_norm_Scalar>(m);
 }
 
 }  // namespace torch_fl

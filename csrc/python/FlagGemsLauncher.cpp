@@ -2,6 +2,7 @@
 #include "python/FlagGemsLauncher.h"
 
 #include <ATen/Context.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/ops/as_strided.h>
 #include <c10/core/DefaultDtype.h>
 #include <ATen/ops/empty_strided.h>
@@ -17,6 +18,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "aten/Storage.h"
 #include "common.h"
 #include "flagos/flagos.h"
 
@@ -455,9 +457,14 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
       }
     }
   };
+  // Straight from the vendor's allocator on the current device (the
+  // routing kernel set it): a dispatched empty_strided per output cost more
+  // than the launch.
   c10::SmallVector<at::Tensor, 4> allocations;
+  c10::SmallVector<bool, 4> handed_out(plan.allocations.size(), false);
   for (const Allocation& a : plan.allocations) {
-    allocations.push_back(at::empty_strided(a.sizes, a.strides, at::TensorOptions().dtype(a.dtype).device(device)));
+    allocations.push_back(at::detail::empty_strided_generic(a.sizes, a.strides, native_allocator(),
+                                                            c10::DispatchKeySet(native_dispatch_key()), a.dtype));
   }
   auto base = [&](Source s, uint32_t i) -> const at::Tensor& {
     return s == Source::Input ? inputs[i] : s == Source::Allocation ? allocations[i] : copies[i];
@@ -487,6 +494,15 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
   for (const Result& r : plan.results) {
     const at::Tensor& b = base(r.source, r.index);
     if (r.same) {
+      stack->push_back(b);
+      continue;
+    }
+    // An output that is a whole allocation is returned as it is, not as a
+    // view of it (one dispatch less); once, so that two results never
+    // share a TensorImpl.
+    if (r.source == Source::Allocation && !handed_out[r.index] && r.offset == 0 && b.sizes().equals(r.sizes) &&
+        b.strides().equals(r.strides)) {
+      handed_out[r.index] = true;
       stack->push_back(b);
       continue;
     }

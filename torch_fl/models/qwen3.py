@@ -252,6 +252,27 @@ def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, f
     return losses, first_grads
 
 
+def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **options) -> dict:
+    """``train()`` with torch.profiler's CPU view of step ``profile_step``
+    (0-based): {"step_ms": its wall time, "ops": {op: {"calls", "self_us"}}}."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU])
+    marks = {}
+
+    def on_step(step, loss):
+        marks[step] = time.perf_counter()
+        if step == profile_step - 1:
+            prof.start()
+        elif step == profile_step:
+            prof.stop()
+
+    train(model, batches, steps=profile_step + 1, on_step=on_step, **options)
+    return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3,
+            "ops": {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total}
+                    for e in prof.key_averages()}}
+
+
 def timed_train(model, batches: List[torch.Tensor], **options):
     """``train()`` that also returns each step's wall time in seconds (every
     step ends with loss.item(), so each is synchronized)."""
@@ -273,17 +294,19 @@ def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
                            model_path: Optional[str] = None, batch: int = 2, length: int = 256,
                            batch_seeds: List[int] = (100,), steps: int = 20, lr: float = 3e-4,
                            foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None,
-                           keep_first_grads: bool = False, timeout: float = 1800) -> dict:
+                           keep_first_grads: bool = False, profile_step: Optional[int] = None,
+                           timeout: float = 1800) -> dict:
     """``train()`` of ``build_model(size, seed, model_path)`` on ``device`` in a
     fresh interpreter without torch_fl, on ``random_tokens(batch, length,
     vocab, seed=s)`` for each s in ``batch_seeds``.
 
     Returns {"losses", "grads" (after the first backward, or None),
-    "step_seconds" (wall time of each step, synchronized by loss.item())}."""
+    "step_seconds" (wall time of each step, synchronized by loss.item())};
+    with ``profile_step``, ``profiled_train()``'s result instead."""
     spec = dict(device=device, size=size, seed=seed, model_path=model_path, batch=batch,
                 length=length, batch_seeds=list(batch_seeds), steps=steps, lr=lr, foreach=foreach,
                 autocast=str(autocast_dtype).replace("torch.", "") if autocast_dtype else None,
-                keep_first_grads=keep_first_grads)
+                keep_first_grads=keep_first_grads, profile_step=profile_step)
     with tempfile.TemporaryDirectory(prefix="qwen3_ref_") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.pt")
         with open(spec_path, "w") as f:
@@ -302,13 +325,17 @@ def _clean_process_main(spec_path: str, out_path: str) -> None:
                for s in spec["batch_seeds"]]
     model = clone_to(base, spec["device"])
     del base
-    losses, grads, step_seconds = timed_train(
-        model, batches, steps=spec["steps"], lr=spec["lr"], foreach=spec["foreach"],
-        autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None,
-        keep_first_grads=spec["keep_first_grads"])
+    options = dict(lr=spec["lr"], foreach=spec["foreach"],
+                   autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None)
+    if spec["profile_step"] is not None:
+        result = profiled_train(model, batches, profile_step=spec["profile_step"], **options)
+    else:
+        losses, grads, step_seconds = timed_train(model, batches, steps=spec["steps"],
+                                                  keep_first_grads=spec["keep_first_grads"], **options)
+        result = {"losses": losses, "grads": grads, "step_seconds": step_seconds}
     if "torch_fl" in sys.modules:
         raise RuntimeError("the clean reference process imported torch_fl")
-    torch.save({"losses": losses, "grads": grads, "step_seconds": step_seconds}, out_path)
+    torch.save(result, out_path)
 
 
 if __name__ == "__main__":
