@@ -96,27 +96,49 @@ def print_decode_profile(decode, device: str, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def measure_training(base, device: str, args, gpu: bool) -> dict:
+def measure_training(base, targets, results: dict, args, gpu: bool, deadline: float) -> None:
     """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
-    batch: the first step timed alone, then the median of the others. Every
-    step ends with loss.item(), so each is synchronized. torch CUDA trains in
-    a process without torch_fl: with a PrivateUse1 backend registered,
-    PyTorch's autograd engine refuses CUDA backward (pytorch/pytorch#161129)."""
-    steps = 1 + args.train_steps
-    autocast = torch.bfloat16 if gpu else None
-    options = dict(steps=steps, lr=1e-4, foreach=True, autocast_dtype=autocast)
-    if device == "cuda":
-        step_seconds = qwen3.train_in_clean_process(
-            "cuda", size=args.size, seed=0, model_path=args.model, batch=args.train_batch,
-            length=args.train_len, batch_seeds=[2], **options)["step_seconds"]
-    else:
-        model = qwen3.clone_to(base, device)
-        tokens = qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)
-        step_seconds = qwen3.timed_train(model, [tokens], **options)[2]
-        del model
-    step_ms = statistics.median(step_seconds[1:]) * 1e3
-    return {"train_first_ms": step_seconds[0] * 1e3, "train_step_ms": step_ms,
-            "train_tokens_per_s": args.train_batch * args.train_len / step_ms * 1e3}
+    batch, in rounds: each round takes --train-steps / --train-rounds steps
+    per target in turn, so that a slow spell of the shared host falls on
+    every target alike; the first step of each is timed alone. Every step
+    ends with loss.item(), so each is synchronized. The flagos routings take
+    turns on one model. torch CUDA trains in a worker process without
+    torch_fl: with a PrivateUse1 backend registered, PyTorch's autograd
+    engine refuses CUDA backward (pytorch/pytorch#161129)."""
+    options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
+    tokens = [qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)]
+    flagos = qwen3.Trainer(qwen3.clone_to(base, "flagos"), **options)
+    reference = [t for t in targets if t[1] != "flagos"]
+    with contextlib.ExitStack() as stack:
+        workers = {label: stack.enter_context(qwen3.TrainingWorker(
+            device, size=args.size, seed=0, model_path=args.model, batch=args.train_batch, length=args.train_len,
+            batch_seeds=[2], **options)) for label, device, _ in reference}
+
+        def steps(label, mode, n):
+            if label in workers:
+                return workers[label].timed_steps(n)
+            routing.reset_stats()
+            with _routing(mode):
+                timed = flagos.timed_steps(tokens, n)
+            calls = results[label].setdefault("op_calls_per_route", {})  # of its training steps
+            for backend, count in _op_calls_per_route().items():
+                calls[backend] = calls.get(backend, 0) + count
+            return timed
+
+        seconds = {label: [] for label, _, _ in targets}
+        for label, _, mode in targets:
+            results[label]["train_first_ms"] = steps(label, mode, 1)[0] * 1e3
+        block = max(1, -(-args.train_steps // args.train_rounds))
+        for _ in range(args.train_rounds):
+            if time.perf_counter() > deadline and all(seconds.values()):
+                break
+            for label, _, mode in targets:
+                seconds[label] += steps(label, mode, block)
+    del flagos
+    for label, _, _ in targets:
+        step_ms = statistics.median(seconds[label]) * 1e3
+        results[label].update(train_step_ms=step_ms, train_steps_timed=len(seconds[label]),
+                              train_tokens_per_s=args.train_batch * args.train_len / step_ms * 1e3)
 
 
 def _op_calls_per_route() -> dict:
@@ -147,7 +169,9 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens")
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
-    parser.add_argument("--train-steps", type=int, default=4, help="timed training steps after the first")
+    parser.add_argument("--train-steps", type=int, default=6, help="timed training steps after the first, per target")
+    parser.add_argument("--train-rounds", type=int, default=3,
+                        help="training rounds; each takes its share of the steps on every target, in turn")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile-decode", type=int, default=0, metavar="ROWS",
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
@@ -198,25 +222,21 @@ def main() -> None:
     if gpu:
         torch.cuda.empty_cache()
 
-    for label, device, mode in targets:
-        if label not in results:
-            continue
-        r = results[label]
-        if args.skip_train:
-            r["train_skipped"] = "--skip-train"
-        elif time.perf_counter() > deadline:
-            r["train_skipped"] = f"time budget of {args.budget_s:.0f} s used up"
-        else:
-            routing.reset_stats()
-            with _routing(mode):
-                r.update(measure_training(base, device, args, gpu))
-            if device == "flagos":
-                r["op_calls_per_route"] = _op_calls_per_route()  # of the training steps
-        if device == "flagos":
-            torch.flagos.empty_cache()
-            if torch_fl._flaggems.available():
-                r["launcher"] = launcher_totals()
-        print(f"  {label}: done at {time.perf_counter() - t_start:.0f} s")
+    trained = [t for t in targets if t[0] in results]
+    if args.skip_train:
+        why = "--skip-train"
+    elif time.perf_counter() > deadline:
+        why = f"time budget of {args.budget_s:.0f} s used up"
+    else:
+        why = None
+        measure_training(base, trained, results, args, gpu, deadline)
+    print(f"  training done at {time.perf_counter() - t_start:.0f} s")
+    for label, device, _ in trained:
+        if why:
+            results[label]["train_skipped"] = why
+        if device == "flagos" and torch_fl._flaggems.available():
+            results[label]["launcher"] = launcher_totals()
+    torch.flagos.empty_cache()
 
     ref = results.get(f"torch {reference}", {})
     columns = ["target", "prefill ms", "prefill 1st ms", "decode ms", "decode 1st ms",

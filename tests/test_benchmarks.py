@@ -51,13 +51,15 @@ def test_dispatch_overhead_times_every_case(tmp_path):
 
 def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
     out = tmp_path / "qwen3.json"
-    stdout = _run("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "1", "--prefill", "16",
-                  "--out", str(out))
+    stdout = _run("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "4", "--train-rounds", "2",
+                  "--prefill", "16", "--out", str(out))
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"flagos default", "torch cpu"}
     for label, r in results.items():
         assert r["inference_rounds"] == 2
-        for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms"):
+        # Two training rounds of two steps each, the reference's in its worker process.
+        assert r["train_steps_timed"] == 4
+        for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms"):
             assert _positive(r[key]), (label, key, r.get(key))
     assert results["flagos default"]["op_calls_per_route"]["cpu"] > 0
     assert "x ref" in stdout

@@ -8,18 +8,49 @@ therefore run in such a process (torch_fl.models.qwen3.train_in_clean_process,
 tests/clean_reference.py); the script itself must not import torch_fl.
 """
 import os
+import select
 import subprocess
 import sys
+import tempfile
 from typing import List
+
+
+def _env() -> dict:
+    # torch's device-backend autoload would import installed plugins, this one too.
+    return dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
 
 
 def run(script: str, args: List[str], what: str, timeout: float) -> str:
     """The script's standard output; RuntimeError naming ``what`` with the
     end of its standard error if it fails."""
-    # torch's device-backend autoload would import installed plugins, this one too.
-    env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
-    proc = subprocess.run([sys.executable, os.path.abspath(script), *args], env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, os.path.abspath(script), *args], env=_env(), capture_output=True,
                           text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc.stdout
+
+
+def start(script: str, args: List[str]) -> subprocess.Popen:
+    """The script running, its standard input and output as text pipes
+    (standard error to a file that read_line() reports from)."""
+    err = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, os.path.abspath(script), *args], env=_env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+    proc.error_file = err
+    return proc
+
+
+def read_line(proc: subprocess.Popen, what: str, timeout: float) -> str:
+    """The next line the process prints; RuntimeError naming ``what`` with
+    the end of its standard error if it exits or stays silent ``timeout``
+    seconds (then it is killed)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if line:
+        return line.strip()
+    if not ready:
+        proc.kill()
+    proc.wait()
+    proc.error_file.seek(0)
+    cause = f"exit {proc.returncode}" if ready else f"no reply in {timeout:.0f} s"
+    raise RuntimeError(f"{what} failed ({cause}):\n{proc.error_file.read()[-3000:]}")

@@ -221,35 +221,63 @@ def sync(device) -> None:
         torch.flagos.synchronize()
 
 
+class Trainer:
+    """AdamW (fused=False; ``foreach`` as given) on ``model``, one step per
+    call, with ``torch.autocast(device, autocast_dtype)`` around the forward
+    when given: what ``train()`` runs, kept between calls so that steps can
+    be taken in blocks."""
+
+    def __init__(self, model, *, lr: float = 3e-4, foreach: bool = True,
+                 autocast_dtype: Optional[torch.dtype] = None):
+        self.model, self.autocast_dtype = model, autocast_dtype
+        self.device = next(model.parameters()).device
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=foreach, fused=False)
+        self.first_grads = None
+        model.train()
+
+    def step(self, tokens: torch.Tensor, keep_grads: bool = False) -> float:
+        """One step on ``tokens``; its loss (loss.item(), so synchronized).
+        ``keep_grads``: keep the gradients as float32 CPU tensors by name."""
+        tokens = tokens.to(self.device)
+        self.opt.zero_grad(set_to_none=True)
+        if self.autocast_dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                loss = lm_loss(self.model, tokens)
+        else:
+            loss = lm_loss(self.model, tokens)
+        loss.backward()
+        if keep_grads:
+            self.first_grads = {n: p.grad.detach().float().cpu() for n, p in self.model.named_parameters()
+                                if p.grad is not None}
+        self.opt.step()
+        return loss.item()
+
+    def timed_steps(self, batches: List[torch.Tensor], n: int, start: int = 0) -> List[float]:
+        """``n`` steps on the batches (cycled from index ``start``); each
+        one's wall time in seconds."""
+        seconds = []
+        sync(self.device)
+        for i in range(n):
+            begin = time.perf_counter()
+            self.step(batches[(start + i) % len(batches)])
+            seconds.append(time.perf_counter() - begin)
+        return seconds
+
+
 def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, foreach: bool = True,
           autocast_dtype: Optional[torch.dtype] = None, keep_first_grads: bool = False,
           on_step=None):
-    """``steps`` AdamW steps (fused=False; ``foreach`` as given) on the token
-    batches (cycled), with ``torch.autocast(device, autocast_dtype)`` around
-    the forward when given. Returns (losses, grads after the first backward as
-    float32 CPU tensors by parameter name, or None)."""
-    device = next(model.parameters()).device
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=foreach, fused=False)
-    losses, first_grads = [], None
+    """``steps`` Trainer steps on the token batches (cycled). Returns
+    (losses, grads after the first backward as float32 CPU tensors by
+    parameter name, or None)."""
+    trainer = Trainer(model, lr=lr, foreach=foreach, autocast_dtype=autocast_dtype)
+    losses = []
     for step in range(steps):
-        tokens = batches[step % len(batches)].to(device)
-        opt.zero_grad(set_to_none=True)
-        if autocast_dtype is not None:
-            with torch.autocast(device.type, dtype=autocast_dtype):
-                loss = lm_loss(model, tokens)
-        else:
-            loss = lm_loss(model, tokens)
-        loss.backward()
-        if keep_first_grads and step == 0:
-            first_grads = {n: p.grad.detach().float().cpu() for n, p in model.named_parameters()
-                           if p.grad is not None}
-        opt.step()
-        losses.append(loss.item())
+        losses.append(trainer.step(batches[step % len(batches)], keep_grads=keep_first_grads and step == 0))
         if on_step is not None:
             on_step(step, losses[-1])
     model.eval()
-    return losses, first_grads
+    return losses, trainer.first_grads
 
 
 def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **options) -> dict:
@@ -317,16 +345,82 @@ def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
         return torch.load(out_path, weights_only=True)
 
 
-def _clean_process_main(spec_path: str, out_path: str) -> None:
+class TrainingWorker:
+    """A ``Trainer`` of ``build_model(size, seed, model_path)`` on ``device``
+    in a fresh interpreter without torch_fl, taking steps in blocks when
+    asked: a torch CUDA reference that can take turns with flagos, so that
+    a slow spell of the host falls on both. A context manager."""
+
+    def __init__(self, device: str, *, size: str = "0.6b", seed: int = 0, model_path: Optional[str] = None,
+                 batch: int = 2, length: int = 256, batch_seeds: List[int] = (100,), lr: float = 3e-4,
+                 foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None, timeout: float = 600):
+        from torch_fl import _clean_process
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="qwen3_worker_")
+        spec_path = os.path.join(self._tmp.name, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(dict(device=device, size=size, seed=seed, model_path=model_path, batch=batch, length=length,
+                           batch_seeds=list(batch_seeds), lr=lr, foreach=foreach,
+                           autocast=str(autocast_dtype).replace("torch.", "") if autocast_dtype else None), f)
+        self.what = f"Qwen3 training worker on {device}"
+        self._proc = _clean_process.start(__file__, ["--serve", spec_path])
+        self._timeout = timeout
+        self._reply()  # "ready": the model is built
+
+    def timed_steps(self, n: int) -> List[float]:
+        """``n`` steps; each one's wall time in seconds."""
+        self._proc.stdin.write(f"{n}\n")
+        self._proc.stdin.flush()
+        return json.loads(self._reply())
+
+    def _reply(self) -> str:
+        from torch_fl import _clean_process
+
+        return _clean_process.read_line(self._proc, self.what, self._timeout)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=60)
+            except Exception:  # noqa: BLE001 (a worker that will not stop is killed)
+                self._proc.kill()
+        self._tmp.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_spec(spec_path: str):
+    """The spec's model on its device, its batches, and Trainer options."""
     with open(spec_path) as f:
         spec = json.load(f)
     base = build_model(spec["size"], seed=spec["seed"], model_path=spec["model_path"])
     batches = [random_tokens(spec["batch"], spec["length"], vocab_size(base), seed=s)
                for s in spec["batch_seeds"]]
     model = clone_to(base, spec["device"])
-    del base
     options = dict(lr=spec["lr"], foreach=spec["foreach"],
                    autocast_dtype=getattr(torch, spec["autocast"]) if spec["autocast"] else None)
+    return spec, model, batches, options
+
+
+def _serve(spec_path: str) -> None:
+    """TrainingWorker's side: "ready", then for each line n on standard
+    input, n steps and their seconds as one JSON line."""
+    _, model, batches, options = _read_spec(spec_path)
+    trainer, done = Trainer(model, **options), 0
+    print("ready", flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        print(json.dumps(trainer.timed_steps(batches, n, start=done)), flush=True)
+        done += n
+
+
+def _clean_process_main(spec_path: str, out_path: str) -> None:
+    spec, model, batches, options = _read_spec(spec_path)
     if spec["profile_step"] is not None:
         result = profiled_train(model, batches, profile_step=spec["profile_step"], **options)
     else:
@@ -339,4 +433,7 @@ def _clean_process_main(spec_path: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    _clean_process_main(*sys.argv[1:3])
+    if sys.argv[1] == "--serve":
+        _serve(sys.argv[2])
+    else:
+        _clean_process_main(*sys.argv[1:3])
