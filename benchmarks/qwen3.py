@@ -98,11 +98,14 @@ def print_decode_profile(decode, device: str, rows: int) -> None:
 
 def measure_training(base, targets, results: dict, args, gpu: bool, deadline: float) -> None:
     """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
-    batch, in rounds: each round takes --train-steps / --train-rounds steps
-    per target in turn, so that a slow spell of the shared host falls on
-    every target alike; the first step of each is timed alone. Every step
-    ends with loss.item(), so each is synchronized. The flagos routings take
-    turns on one model. torch CUDA trains in a worker process without
+    batch, in rounds: each round takes --train-steps / --train-rounds timed
+    steps per target in turn, so that a slow spell of the shared host falls
+    on every target alike; the first step of each is timed alone. A turn
+    starts with one untimed step (the host's caches are the other process's
+    after a switch to or from the worker), and each round starts its turns
+    one target later than the one before, so no target always follows the
+    worker. Every step ends with loss.item(), so each is synchronized. The
+    flagos routings take turns on one model. torch CUDA trains in a worker process without
     torch_fl: with a PrivateUse1 backend registered, PyTorch's autograd
     engine refuses CUDA backward (pytorch/pytorch#161129)."""
     options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
@@ -129,11 +132,11 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
         for label, _, mode in targets:
             results[label]["train_first_ms"] = steps(label, mode, 1)[0] * 1e3
         block = max(1, -(-args.train_steps // args.train_rounds))
-        for _ in range(args.train_rounds):
+        for r in range(args.train_rounds):
             if time.perf_counter() > deadline and all(seconds.values()):
                 break
-            for label, _, mode in targets:
-                seconds[label] += steps(label, mode, block)
+            for label, _, mode in targets[r % len(targets):] + targets[:r % len(targets)]:
+                seconds[label] += steps(label, mode, block + 1)[1:]
     del flagos
     for label, _, _ in targets:
         step_ms = statistics.median(seconds[label]) * 1e3
