@@ -47,7 +47,9 @@ class NativeScope {
   // Keep this scope's aliases, when it ends, for the next scope on this
   // thread that aliases the same flagos tensors (a model's weights, an
   // activation read forward and backward): a TensorImpl and a StorageImpl
-  // less per argument. Only for scopes whose aliases no Python code sees.
+  // less per argument. An alias that anyone else still holds when the
+  // scope ends (Python code that kept it included: a tensor's Python
+  // object holds a reference of its own) is not kept.
   void recycle_aliases() { recycle_ = true; }
 
   // Alias of a flagos tensor as a native tensor (zero copy). The scope

@@ -209,7 +209,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       count_on_native_instead(plan, backend);
     }
     NativeScope scope(scan.device);
-    if (!invoke) scope.recycle_aliases();  // the vendor's C++ kernel sees them, nothing else
+    scope.recycle_aliases();
     AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
