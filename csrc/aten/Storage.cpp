@@ -174,10 +174,10 @@ NativeScope::~NativeScope() {
 }
 
 void NativeScope::begin_access(const void* ptr) {
+  // Called once per flagos storage the scope aliases; the runtime counts
+  // nested opens, so two storages over one pointer need no search here (a
+  // foreach call opens thousands).
   if (!host_ || ptr == nullptr) return;
-  for (const void* seen : accessed_) {
-    if (seen == ptr) return;
-  }
   FLAGOS_CHECK(flagos_host_access_begin(ptr));
   accessed_.push_back(ptr);
 }
