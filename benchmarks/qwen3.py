@@ -11,7 +11,9 @@ Routings (torch_fl.routing.preset): "default" (the table as loaded),
 because FlagGems' kernel was wrong or hung there); the last two need
 FlagGems and are skipped with the reason otherwise. Reference: torch CUDA on the cuda vendor,
 torch CPU on the host vendor. First calls (Triton JIT, caches) are timed
-separately from the steady state (median of repeats, synchronized).
+separately from the steady state (median of repeats, synchronized). Inference
+and training are both timed in rounds in which every target takes its turn;
+the reference trains in a worker process (measure_training says why).
 
 On the cuda vendor: Qwen3-0.6B architecture (seeded random weights or
 --model), bf16 inference, training 2 x 1024 tokens. On the host vendor: the
