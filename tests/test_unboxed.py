@@ -407,29 +407,33 @@ def test_recycled_aliases_are_per_thread(dev):
 
 
 @requires_host  # stand-ins for FlagGems; on a GPU, tests/test_flaggems_gpu.py runs the real ones
-def test_aliases_python_code_kept_are_not_recycled():
+@pytest.mark.parametrize("op,call", [("add.Tensor", "x + x"),      # an unboxed kernel
+                                     ("sigmoid", "x.sigmoid()")])  # the boxed routing kernel
+def test_aliases_python_code_kept_are_not_recycled(op, call):
     """A FlagGems function that keeps its argument (an alias) keeps it as it
-    was: the scope recycles only aliases that no one else holds."""
-    proc = run_python("""
+    was: a scope recycles only aliases that no one else holds."""
+    proc = run_python(f"""
         import json, torch, torch_fl
         from torch_fl import flaggems, routing
         kept = []
-        def add(a, b, *, alpha=1):
+        def keep(a, *args, **kwargs):
             kept.append(a)
-            return torch.add(a, b, alpha=alpha)
-        flaggems.install_functions({"add.Tensor": add})
+            return getattr(torch, "{op}".split(".")[0])(a, *args, **kwargs)
+        flaggems.install_functions({{"{op}": keep}})
         x = torch.arange(3.0, device="flagos")
         x0 = x.detach()                             # keeps the bytes the kept alias reads
-        r = x + x                                   # FlagGems route: Python sees the alias of x
-        with routing.override_ops({"add.Tensor": routing.native_backend()}):
+        r = {call}                                  # FlagGems route: Python sees the alias of x
+        with routing.override_ops({{"{op}": routing.native_backend()}}):
             for _ in range(3):
                 x.set_(torch.arange(12.0, device="flagos").view(3, 4))
-                y = x * 2 + x                       # native route: recycles x's alias if it may
-        print(json.dumps({"kept": [list(kept[0].shape), kept[0].tolist(), kept[0].device.type],
-                          "r": r.cpu().tolist(), "y": y.cpu().tolist()}))
+                y = x * 2 + x.sigmoid()             # native routes: recycle x's alias if they may
+        print(json.dumps({{"kept": [list(kept[0].shape), kept[0].tolist(), kept[0].device.type],
+                          "r": r.cpu().tolist(), "y": y.cpu().tolist()}}))
     """, env_extra={"FLAGOS_HOST_PROTECT": "0"})  # the kept alias is read outside any scope
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["kept"] == [[3], [0.0, 1.0, 2.0], "cpu"]
-    assert out["r"] == [0.0, 2.0, 4.0]
-    assert out["y"] == (torch.arange(12.0).view(3, 4) * 3).tolist()
+    x = torch.arange(3.0)
+    assert out["r"] == pytest.approx((x + x if op == "add.Tensor" else x.sigmoid()).tolist())
+    x = torch.arange(12.0).view(3, 4)
+    torch.testing.assert_close(torch.tensor(out["y"]), x * 2 + x.sigmoid())

@@ -159,15 +159,13 @@ bool same_flags(const c10::TensorImpl* a, const c10::TensorImpl* b) {
 }  // namespace
 
 NativeScope::~NativeScope() {
-  if (recycle_) {
-    for (auto& e : entries_) {
-      // Anyone else still holding the alias (a result the caller kept)
-      // keeps it out of the cache.
-      if (e.alias.use_count() != 1) continue;
-      RecycledAlias& slot = recycled_slot(e.flagos_tensor->unsafeGetTensorImpl());
-      slot.flagos = e.flagos_tensor->unsafeGetTensorImpl();
-      slot.alias = std::move(e.alias);
-    }
+  for (auto& e : entries_) {
+    // Anyone else still holding the alias (a result the caller kept)
+    // keeps it out of the cache.
+    if (e.alias.use_count() != 1) continue;
+    RecycledAlias& slot = recycled_slot(e.flagos_tensor->unsafeGetTensorImpl());
+    slot.flagos = e.flagos_tensor->unsafeGetTensorImpl();
+    slot.alias = std::move(e.alias);
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
   flagos_guard()->uncheckedSetDevice(previous_device_);
@@ -231,11 +229,9 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
   // alias and native storage are objects of this scope.
   if (const Entry* same = find_entry(t.unsafeGetTensorImpl())) return same->alias;
   const Entry* shared = find_entry(storage);
-  if (recycle_) {
-    if (at::Tensor alias = recycled_alias(t, storage, shared); alias.defined()) {
-      add_entry(Entry{alias, keep(t)});
-      return alias;
-    }
+  if (at::Tensor alias = recycled_alias(t, storage, shared); alias.defined()) {
+    add_entry(Entry{alias, keep(t)});
+    return alias;
   }
   // Arguments over one flagos storage get aliases over one native storage,
   // so the kernel sees that they overlap, as they do.

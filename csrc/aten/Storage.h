@@ -44,16 +44,14 @@ class NativeScope {
 
   c10::DeviceIndex device() const { return device_; }
 
-  // Keep this scope's aliases, when it ends, for the next scope on this
-  // thread that aliases the same flagos tensors (a model's weights, an
-  // activation read forward and backward): a TensorImpl and a StorageImpl
-  // less per argument. An alias that anyone else still holds when the
-  // scope ends (Python code that kept it included: a tensor's Python
-  // object holds a reference of its own) is not kept.
-  void recycle_aliases() { recycle_ = true; }
 
   // Alias of a flagos tensor as a native tensor (zero copy). The scope
-  // keeps a reference to the flagos tensor, to map results back.
+  // keeps a reference to the flagos tensor, to map results back. When the
+  // scope ends, its aliases are kept for the next scope on this thread that
+  // aliases the same flagos tensors (a model's weights, an activation read
+  // forward and backward): a TensorImpl and a StorageImpl less per
+  // argument. An alias that anyone else still holds then (Python code that
+  // kept it included: a tensor's Python object holds a reference) is not.
   at::Tensor alias(const at::Tensor& flagos_tensor);
   // The same, for a flagos tensor that outlives the scope (an argument of
   // an unboxed kernel): the scope borrows it. A second owning reference to
@@ -105,7 +103,6 @@ class NativeScope {
   c10::DeviceIndex device_;
   c10::Device previous_device_;
   bool host_;
-  bool recycle_ = false;
   c10::SmallVector<Entry, 4> entries_;
   // A scope over a tensor list (an optimizer's foreach ops alias every
   // parameter, gradient and state tensor: over a thousand) finds entries by

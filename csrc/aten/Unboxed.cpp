@@ -209,7 +209,6 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       count_on_native_instead(plan, backend);
     }
     NativeScope scope(scan.device);
-    scope.recycle_aliases();
     AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
@@ -324,7 +323,6 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
   if (is_flagos(self) && is_flagos(src) && self.device() == src.device() &&
       !(non_blocking && live_vendor() == Vendor::Host)) {
     NativeScope scope(self.device().index());
-    scope.recycle_aliases();
     at::Tensor dst = scope.alias_borrowed(self);
     at::_ops::copy_::redispatch(c10::DispatchKeySet(native_dispatch_key()), dst, scope.alias_borrowed(src),
                                 non_blocking);
