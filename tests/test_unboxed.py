@@ -313,25 +313,65 @@ def test_unboxed_foreach_on_many_views_of_one_buffer(dev):
         assert_flagos_close(g, r)
 
 
+OPTIMIZERS = {
+    "AdamW": lambda p, fe: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1, foreach=fe),
+    "Adam amsgrad": lambda p, fe: torch.optim.Adam(p, lr=0.05, weight_decay=0.1, amsgrad=True, foreach=fe),
+    "SGD nesterov": lambda p, fe: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1,
+                                                  foreach=fe),
+    "RMSprop centered": lambda p, fe: torch.optim.RMSprop(p, lr=0.01, momentum=0.5, centered=True, foreach=fe),
+    "Adagrad": lambda p, fe: torch.optim.Adagrad(p, lr=0.1, foreach=fe),
+    "NAdam": lambda p, fe: torch.optim.NAdam(p, lr=0.05, foreach=fe),
+    "RAdam": lambda p, fe: torch.optim.RAdam(p, lr=0.05, foreach=fe),
+}
+
+
 @pytest.mark.parametrize("foreach", [True, False])
-def test_adamw_step_on_flagos_agrees_with_cpu(dev, foreach):
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_steps_on_flagos_agree_with_cpu(dev, name, foreach):
+    """Three steps with gradient clipping and zero_grad(set_to_none=False):
+    every foreach op an optimizer calls has an unboxed kernel."""
     torch.manual_seed(0)
     ref = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
     got = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 3))
     got.load_state_dict(ref.state_dict())
     got.to(dev)
-    opts = [torch.optim.AdamW(m.parameters(), lr=0.05, weight_decay=0.1, foreach=foreach) for m in (ref, got)]
+    opts = [OPTIMIZERS[name](m.parameters(), foreach) for m in (ref, got)]
     x, y = _x(4, 6, seed=3), _x(4, 3, seed=4)
     for _ in range(3):
         for model, opt, d in ((ref, opts[0], "cpu"), (got, opts[1], dev)):
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=False)
             F.mse_loss(model(x.to(d)), y.to(d)).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5, foreach=foreach)
             opt.step()
-    for (name, r), g in zip(ref.named_parameters(), got.parameters()):
-        assert_flagos_close(g, r, rtol=1e-5, atol=1e-6), name
-        state_r, state_g = opts[0].state[r], opts[1].state[g]
-        assert_flagos_close(state_g["exp_avg_sq"], state_r["exp_avg_sq"], rtol=1e-5, atol=1e-7)
+    for (pname, r), g in zip(ref.named_parameters(), got.parameters()):
+        assert_flagos_close(g, r, rtol=1e-5, atol=1e-6), pname
+        for key, value in opts[0].state[r].items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                assert_flagos_close(opts[1].state[g][key], value, rtol=1e-5, atol=1e-6), (pname, key)
+
+
+def test_optimizers_call_only_unboxed_foreach_ops(dev):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    called = set()
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.name().startswith("aten::_foreach"):
+                called.add(func.name()[len("aten::"):])
+            return func(*args, **(kwargs or {}))
+
+    model = torch.nn.Linear(4, 3).to(dev)
+    for name in sorted(OPTIMIZERS):
+        opt = OPTIMIZERS[name](model.parameters(), True)
+        for _ in range(2):
+            model(_x(2, 4).to(dev)).sum().backward()
+            with Log():
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+    assert "_foreach_addcdiv_.ScalarList" in called
+    assert called <= set(routing.unboxed_ops()), sorted(called - set(routing.unboxed_ops()))
 
 
 def test_unboxed_foreach_counts_and_errors(dev, dev1):

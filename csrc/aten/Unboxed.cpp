@@ -400,6 +400,11 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   register_unboxed<at::_ops::_foreach_zero_>(m);
   register_unboxed<at::_ops::_foreach_copy_>(m);
   register_unboxed<at::_ops::_foreach_norm_Scalar>(m);
+  register_unboxed<at::_ops::_foreach_add_List>(m);          // Adam's weight decay
+  register_unboxed<at::_ops::_foreach_addcmul_Scalar>(m);    // RMSprop, NAdam
+  register_unboxed<at::_ops::_foreach_mul_ScalarList>(m);    // RAdam
+  register_unboxed<at::_ops::_foreach_maximum__List>(m);     // Adam's amsgrad
+  register_unboxed<at::_ops::_foreach_reciprocal_>(m);       // RAdam
 }
 
 }  // namespace torch_fl
