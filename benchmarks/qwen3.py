@@ -107,9 +107,9 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
     after a switch to or from the worker), and each round starts its turns
     one target later than the one before, so no target always follows the
     worker. Every step ends with loss.item(), so each is synchronized. The
-    flagos routings take turns on one model. torch CUDA trains in a worker process without
-    torch_fl: with a PrivateUse1 backend registered, PyTorch's autograd
-    engine refuses CUDA backward (pytorch/pytorch#161129)."""
+    flagos routings take turns on one model. torch CUDA trains in a worker
+    process without torch_fl: with a PrivateUse1 backend registered,
+    PyTorch's autograd engine refuses CUDA backward (pytorch/pytorch#161129)."""
     options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
     tokens = [qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)]
     flagos = qwen3.Trainer(qwen3.clone_to(base, "flagos"), **options)

@@ -68,19 +68,27 @@ struct DeviceFinder {
   }
 };
 
+// Calls f on each defined tensor an argument holds: itself, or the
+// tensors of a tensor list.
+template <class F>
+void each_tensor(const c10::IValue& v, F&& f) {
+  if (v.isTensor()) {
+    f(v.toTensor());
+  } else if (v.isTensorList()) {
+    for (const at::Tensor& t : v.toTensorList()) f(t);
+  } else if (v.isOptionalTensorList()) {
+    for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
+      if (t.has_value()) f(*t);
+    }
+  }
+}
+
 c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack, size_t begin) {
   DeviceFinder finder{plan};
   for (size_t i = begin; i < stack.size(); ++i) {
     const auto& v = stack[i];
-    if (v.isTensor()) {
-      finder.see(v.toTensor());
-    } else if (v.isTensorList()) {
-      for (const at::Tensor& t : v.toTensorList()) finder.see(t);
-    } else if (v.isOptionalTensorList()) {
-      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
-        if (t.has_value()) finder.see(*t);
-      }
-    } else if (v.isDevice() && v.toDevice().type() == c10::DeviceType::PrivateUse1) {
+    each_tensor(v, [&](const at::Tensor& t) { finder.see(t); });
+    if (v.isDevice() && v.toDevice().type() == c10::DeviceType::PrivateUse1) {
       finder.see(v.toDevice().has_index()
                      ? v.toDevice().index()
                      : c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index());
@@ -89,19 +97,11 @@ c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack,
   if (finder.device < 0) {
     finder.device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
   }
+  // Then the other devices' tensors, against the device found.
   for (size_t i = begin; i < stack.size(); ++i) {
-    const auto& v = stack[i];
-    if (v.isTensor()) {
-      if (!is_flagos(v.toTensor())) finder.see_other(v.toTensor());
-    } else if (v.isTensorList()) {
-      for (const at::Tensor& t : v.toTensorList()) {
-        if (!is_flagos(t)) finder.see_other(t);
-      }
-    } else if (v.isOptionalTensorList()) {
-      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
-        if (t.has_value() && !is_flagos(*t)) finder.see_other(*t);
-      }
-    }
+    each_tensor(stack[i], [&](const at::Tensor& t) {
+      if (!is_flagos(t)) finder.see_other(t);
+    });
   }
   return finder.device;
 }

@@ -229,51 +229,45 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
   // alias and native storage are objects of this scope.
   if (const Entry* same = find_entry(t.unsafeGetTensorImpl())) return same->alias;
   const Entry* shared = find_entry(storage);
-  if (at::Tensor alias = recycled_alias(t, storage, shared); alias.defined()) {
-    add_entry(Entry{alias, keep(t)});
-    return alias;
-  }
+  at::Tensor alias = recycled_alias(t);
+  const c10::StorageImpl* recycled_storage = alias.defined() ? alias.storage().unsafeGetStorageImpl() : nullptr;
   // Arguments over one flagos storage get aliases over one native storage,
-  // so the kernel sees that they overlap, as they do.
+  // so the kernel sees that they overlap, as they do. A recycled alias
+  // keeps its native storage only while it is over the bytes the tensor has
+  // now (set_() and resize_ may have replaced them since).
   c10::Storage alias_storage;
   if (shared) {
-    alias_storage = shared->alias.storage();
+    if (recycled_storage != shared->native()) alias_storage = shared->alias.storage();
   } else {
     void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
     begin_access(data);
-    alias_storage = native_storage_over(data, storage->nbytes(), device_);
+    if (!recycled_storage || recycled_storage->data() != data || recycled_storage->nbytes() != storage->nbytes() ||
+        recycled_storage->device() != alias.device()) {
+      alias_storage = native_storage_over(data, storage->nbytes(), device_);
+    }
   }
-  auto alias = at::detail::make_tensor<c10::TensorImpl>(
-      std::move(alias_storage), c10::DispatchKeySet(native_dispatch_key()), t.dtype());
-  copy_tensor_meta(alias.unsafeGetTensorImpl(), t);
+  if (alias.defined()) {
+    auto* impl = alias.unsafeGetTensorImpl();
+    if (alias_storage) impl->set_storage_keep_dtype(std::move(alias_storage));
+    impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
+  } else {
+    alias = at::detail::make_tensor<c10::TensorImpl>(std::move(alias_storage),
+                                                     c10::DispatchKeySet(native_dispatch_key()), t.dtype());
+    copy_tensor_meta(alias.unsafeGetTensorImpl(), t);
+  }
   add_entry(Entry{alias, keep(t)});
   return alias;
 }
 
-at::Tensor NativeScope::recycled_alias(const at::Tensor& t, const c10::StorageImpl* storage, const Entry* shared) {
+at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
   RecycledAlias& slot = recycled_slot(t.unsafeGetTensorImpl());
   if (slot.flagos != t.unsafeGetTensorImpl() || !slot.alias.defined()) return at::Tensor();
   at::Tensor alias = std::move(slot.alias);
   slot.flagos = nullptr;
-  auto* impl = alias.unsafeGetTensorImpl();
-  if (alias.use_count() != 1 || alias.dtype() != t.dtype() || !same_flags(impl, t.unsafeGetTensorImpl()) ||
-      alias.device() != native_device(device_)) {
+  if (alias.use_count() != 1 || alias.dtype() != t.dtype() ||
+      !same_flags(alias.unsafeGetTensorImpl(), t.unsafeGetTensorImpl()) || alias.device() != native_device(device_)) {
     return at::Tensor();
   }
-  // Repointed at the storage the tensor has now (set_() and resize_ may
-  // have replaced its bytes since), or at the native storage of another
-  // argument over the same flagos storage.
-  const auto* native = alias.storage().unsafeGetStorageImpl();
-  if (shared) {
-    if (native != shared->native()) impl->set_storage_keep_dtype(shared->alias.storage());
-  } else {
-    void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
-    if (native->data() != data || native->nbytes() != storage->nbytes() || native->device() != alias.device()) {
-      impl->set_storage_keep_dtype(native_storage_over(data, storage->nbytes(), device_));
-    }
-    begin_access(data);
-  }
-  impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
   return alias;
 }
 

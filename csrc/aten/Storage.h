@@ -44,7 +44,6 @@ class NativeScope {
 
   c10::DeviceIndex device() const { return device_; }
 
-
   // Alias of a flagos tensor as a native tensor (zero copy). The scope
   // keeps a reference to the flagos tensor, to map results back. When the
   // scope ends, its aliases are kept for the next scope on this thread that
@@ -98,7 +97,9 @@ class NativeScope {
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
 
-  at::Tensor recycled_alias(const at::Tensor& t, const c10::StorageImpl* storage, const Entry* shared);
+  // The alias the last scope on this thread kept for `t`, if it can stand
+  // for `t` again once repointed; else undefined.
+  at::Tensor recycled_alias(const at::Tensor& t);
 
   c10::DeviceIndex device_;
   c10::Device previous_device_;

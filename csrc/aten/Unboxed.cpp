@@ -155,9 +155,6 @@ at::Tensor& first_written(Args&&... args) {
   return *found;
 }
 
-template <class... Args>
-constexpr bool writes_any = (is_written<Args> || ...);
-
 template <class Ret>
 struct ReturnKind {
   static constexpr bool supported = std::is_same_v<Ret, at::Tensor> || std::is_same_v<Ret, at::Tensor&> ||
@@ -219,13 +216,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
         auto result = std::apply([&](auto&... a) -> std::decay_t<Ret> { return Op::redispatch(native_keys, a...); },
                                  aliased);
         write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
-        if constexpr (std::is_same_v<Ret, at::Tensor>) {
-          return scope.to_flagos(std::move(result));
-        } else if constexpr (std::is_same_v<Ret, std::vector<at::Tensor>>) {
-          return fresh_list_to_flagos(scope, std::move(result));
-        } else {
-          return to_flagos(scope, std::move(result), args...);
-        }
+        return to_flagos(scope, std::move(result), args...);
       }
     } else {
       torch::jit::Stack stack = std::apply([](auto&... a) { return c10::impl::boxArgs<Args...>(a...); }, aliased);
@@ -233,10 +224,6 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
       if constexpr (std::is_same_v<Ret, at::Tensor&>) {
         return first_written<Args...>(std::forward<Args>(args)...);
-      } else if constexpr (std::is_same_v<Ret, at::Tensor>) {
-        return scope.to_flagos(c10::impl::PopResult<Ret>::call(stack));
-      } else if constexpr (std::is_same_v<Ret, std::vector<at::Tensor>>) {
-        return fresh_list_to_flagos(scope, c10::impl::PopResult<Ret>::call(stack));
       } else if constexpr (!std::is_void_v<Ret>) {
         return to_flagos(scope, c10::impl::PopResult<Ret>::call(stack), args...);
       }
@@ -276,19 +263,18 @@ struct UnboxedRoute<Op, Ret(Args...)> {
         ...);
   }
 
-  // A foreach op's results: each is fresh unless the kernel returned one
-  // tensor twice or a view of an argument; to_flagos() sorts that out.
-  static std::vector<at::Tensor> fresh_list_to_flagos(NativeScope& scope, std::vector<at::Tensor>&& results) {
-    for (at::Tensor& r : results) r = scope.to_flagos(std::move(r));
-    return std::move(results);
-  }
-
+  // The kernel's result as the op returns it on flagos.
   template <class R>
   static Ret to_flagos(NativeScope& scope, R&& result, Args&... args) {
     if constexpr (std::is_same_v<Ret, at::Tensor&>) {
       return first_written<Args...>(std::forward<Args>(args)...);
     } else if constexpr (std::is_same_v<Ret, at::Tensor>) {
-      return scope.to_flagos(result, c10::ArrayRef<at::Tensor>(result));
+      return scope.to_flagos(std::move(result));
+    } else if constexpr (std::is_same_v<Ret, std::vector<at::Tensor>>) {
+      // A foreach op's results: each is fresh unless the kernel returned one
+      // tensor twice or views of one buffer; scope.to_flagos() sorts that out.
+      for (at::Tensor& r : result) r = scope.to_flagos(std::move(r));
+      return std::move(result);
     } else {
       // A tuple of tensors: results sharing one fresh storage keep sharing it.
       return std::apply(
