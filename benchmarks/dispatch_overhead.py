@@ -9,7 +9,7 @@ On the cuda vendor the reference is torch's CUDA device; on the host vendor
 With FlagGems, a column times FlagGems' own function called on torch CUDA
 tensors: FlagGems' cost without torch_fl in between; "flagos flaggems" is
 the flagos route (FlagGems' kernels replayed by torch_fl's launcher after
-two records), "flagos python" FlagGems' Python function at every call.
+a record), "flagos python" FlagGems' Python function at every call.
 """
 import argparse
 import contextlib

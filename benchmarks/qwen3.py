@@ -155,12 +155,15 @@ def _op_calls_per_route() -> dict:
 
 
 def launcher_totals() -> dict:
-    """FlagGems calls so far that the launcher replayed, and those that ran
-    FlagGems' Python, with the ops that ran Python most and why."""
+    """FlagGems calls so far that the launcher replayed, those that ran
+    FlagGems' Python, and first calls served by the vendor's kernel, with the
+    ops that ran Python most and why."""
     stats = torch_fl._flaggems.launcher_stats()
-    python = sorted(stats.items(), key=lambda kv: -kv[1]["python"])
-    return {"replayed": sum(s["replayed"] for s in stats.values()),
+    python = sorted(stats.items(), key=lambda kv: -(kv[1]["python"] + kv[1]["recorded"]))
+    return {"first_call": torch_fl._flaggems.first_call(),
+            "replayed": sum(s["replayed"] for s in stats.values()),
             "python": sum(s["python"] + s["recorded"] for s in stats.values()),
+            "vendor_first_calls": sum(s["vendor"] for s in stats.values()),
             "most_python": [(op, s["python"] + s["recorded"], s["signatures"], s["reason"])
                             for op, s in python[:20] if s["python"] + s["recorded"]]}
 

@@ -22,6 +22,7 @@ _HARNESS = """
 import json, sys, traceback, warnings
 import torch, torch_fl
 from torch_fl import flaggems, routing
+flaggems.set_first_call("flaggems")  # each call runs the stand-in, as the checks expect
 RESULTS = {}
 def check(fn):
     try:

@@ -13,6 +13,17 @@ requires_flaggems = pytest.mark.skipif(
 )
 pytestmark = [pytest.mark.cuda, pytest.mark.gpu, pytest.mark.flaggems, requires_cuda, requires_flaggems]
 
+@pytest.fixture(autouse=True)
+def _first_calls_in_flaggems():
+    """Each call here runs a FlagGems kernel: a new signature's first call is
+    recorded rather than served by CUDA's kernel (the default), which would
+    leave a test of one call testing CUDA."""
+    kept = flaggems.first_call()
+    flaggems.set_first_call("flaggems")
+    yield
+    flaggems.set_first_call(kept)
+
+
 # FlagGems' own test tolerances.
 RTOL = {torch.float32: 1.3e-6, torch.float16: 1e-3, torch.bfloat16: 0.016}
 
@@ -78,8 +89,8 @@ def test_flaggems_kernels_follow_the_current_flagos_stream():
     assert_flagos_close(b, ar.sum(0) * 2, rtol=2e-2, atol=2e-2)
 
 
-# Ops Qwen3 runs at every layer: after two agreeing records of a signature
-# the launcher replays FlagGems' kernels without Python, and every call,
+# Ops Qwen3 runs at every layer: after one record of a signature the
+# launcher replays FlagGems' kernels without Python, and every call,
 # replayed or not, matches torch CUDA.
 REPLAYED = {
     "add.Tensor": ("add.Tensor", lambda a, b: torch.add(a, b, alpha=0.5)),
@@ -109,7 +120,7 @@ def test_replayed_launches_match_torch_cuda(case, dtype):
     flaggems.forget_launches(op)
     before = flaggems.launcher_stats().get(op, {}).get("replayed", 0)
     with routing.override_ops({op: "flagos"}):
-        for seed in range(5):  # a first call, two records, then replays, each on new values
+        for seed in range(5):  # a record, then replays, each on new values
             g = torch.Generator().manual_seed(seed)
             a, b = [torch.randn(64, 128, generator=g).to(dtype) for _ in range(2)]
             got = fn(a.to("flagos"), b.to("flagos"))
@@ -117,7 +128,27 @@ def test_replayed_launches_match_torch_cuda(case, dtype):
             atol, rtol = (1e-4, 1.3e-6) if dtype == torch.float32 else (1e-2, 1e-2)
             assert_flagos_close(got, expected, rtol=rtol, atol=atol)
     st = flaggems.launcher_stats()[op]
-    assert st["replayed"] - before == 2 and st["replayable_signatures"] == 1, st
+    assert st["replayed"] - before == 4 and st["replayable_signatures"] == 1, st
+
+
+def test_new_signatures_start_on_cuda_then_replay_flaggems_kernels():
+    """The default first call: a decode step's KV cache grows by one each
+    token, so its cat meets a new signature per token, once per layer."""
+    flaggems.set_first_call("vendor")
+    flaggems.forget_launches("cat")
+    before = flaggems.launcher_stats().get("cat", {})
+    g = torch.Generator().manual_seed(3)
+    routing.reset_stats()
+    with routing.override_ops({"cat": "flagos"}):
+        for length in range(8, 12):  # tokens
+            past, new = torch.randn(2, length, 64, generator=g), torch.randn(2, 1, 64, generator=g)
+            for _ in range(4):  # layers
+                got = torch.cat([past.to("flagos"), new.to("flagos")], dim=1)
+                assert_flagos_close(got, torch.cat([past, new], dim=1).cuda(), exact=True)
+    st = flaggems.launcher_stats()["cat"]
+    delta = {k: st[k] - before.get(k, 0) for k in ("vendor", "recorded", "replayed", "python")}
+    assert delta == {"vendor": 4, "recorded": 4, "replayed": 8, "python": 0}, st
+    assert routing.stats()["cat"] == {"cuda": 4, "flagos": 12}, routing.stats()["cat"]
 
 
 def test_replayed_kernels_follow_the_current_flagos_stream():
@@ -127,7 +158,7 @@ def test_replayed_kernels_follow_the_current_flagos_stream():
     x = x_cpu.to("flagos")
     with routing.override_ops({"add.Tensor": "flagos"}):
         t = x * 1
-        for _ in range(3):  # a first call and two records on the default stream
+        for _ in range(3):  # a record, then replays on the default stream
             torch.add(t, x)
         before = flaggems.launcher_stats()["add.Tensor"]["replayed"]
         side, done = torch.flagos.Stream(), torch.flagos.Event()

@@ -3,6 +3,8 @@ as Triton's launcher hook does (torch_fl._launch_capture.note_launch), and
 the launcher's records, keys and replays are checked with launches kept
 instead of run (the host vendor runs no compiled kernels). The values the
 replayed kernels compute are checked on the GPU (test_flaggems_gpu.py).
+The suite records first calls (the harness sets first_call "flaggems"),
+except where a check says otherwise.
 """
 import struct
 
@@ -44,12 +46,26 @@ def mul_(a, b):
         a.mul_(b)
     return a
 
-def seeded_neg(x):
+def neg(x):
     out = torch.empty_like(x)
-    seed[0] += 1  # as a random op's philox seed: differs at every call
-    kernel("neg", SEEDED, ("*fp32", "*fp32", "u64"), (x, out, seed[0]))
+    kernel("neg", MUL, ("*fp32", "*fp32"), (x, out))
     with _disable_current_modes():
         out.copy_(-x)
+    return out
+
+def seeded_rand_like(x, **kwargs):  # its schema has no generator, but the seeded tag
+    out = torch.empty_like(x)
+    seed[0] += 1  # as a random op's philox seed: differs at every call
+    kernel("rand_like", SEEDED, ("*fp32", "u64"), (out, seed[0]))
+    with _disable_current_modes():
+        out.copy_(torch.rand_like(x))
+    return out
+
+def bool_mm(a, b):  # the host vendor's mm has no bool kernel
+    out = torch.empty(a.shape[0], b.shape[1], dtype=torch.bool)
+    kernel("mm", MUL, ("*i1", "*i1", "*i1"), (a, b, out))
+    with _disable_current_modes():
+        out.copy_((a.float() @ b.float()).bool())
     return out
 
 def cached_abs(x):
@@ -64,8 +80,9 @@ def cached_abs(x):
 
 def autotuned_sin(x):
     out = torch.empty_like(x)
-    if "sin" not in calls:  # the first call tries two configurations
-        kernel("sin", ADD, ("*fp32", "*fp32", "i32"), (x, out, 64))
+    if "sin" not in calls:  # the first call benchmarks another configuration
+        with _launch_capture.benchmarking():
+            kernel("sin", ADD, ("*fp32", "*fp32", "i32"), (x, out, 64))
     kernel("sin", ADD, ("*fp32", "*fp32", "i32"), (x, out, 128))
     with _disable_current_modes():
         out.copy_(x.sin())
@@ -113,13 +130,15 @@ def cloning_exp(x):
     kernel("exp", ADD, ("*fp32",), (x,))
     return torch.ops.aten.exp.default(x.clone())
 
-flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": seeded_neg, "abs": cached_abs,
+flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": neg, "abs": cached_abs,
+                            "rand_like": seeded_rand_like, "mm": bool_mm,
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
                             "sqrt": contiguous_sqrt, "bernoulli": seeded_bernoulli,
                             "_foreach_mul_.Scalar": foreach_mul_,
                             "fill_.Scalar": write_then_copy_})
 dev = "flagos"
+flaggems.set_first_call("flaggems")
 
 def u64(b):
     return struct.unpack("<Q", b)[0]
@@ -133,11 +152,10 @@ def replayed(fn):
         _C._launcher_keep_launches(False)
 
 @check
-def test_replay_without_python_after_two_agreeing_records():
+def test_replay_without_python_after_one_record():
     a, b = torch.randn(6, device=dev), torch.randn(6, device=dev)
-    for _ in range(3):  # a first call, then two records that agree
-        r = torch.add(a, b, alpha=2)
-        assert torch.allclose(r.cpu(), a.cpu() + 2 * b.cpu())
+    r = torch.add(a, b, alpha=2)  # the record
+    assert torch.allclose(r.cpu(), a.cpu() + 2 * b.cpu())
     before = calls["add"]
     x, y = torch.randn(6, device=dev), torch.randn(6, device=dev)
     out, kept = replayed(lambda: torch.add(x, y, alpha=2))
@@ -154,7 +172,7 @@ def test_replay_without_python_after_two_agreeing_records():
     assert params[5] == params[6] == bytes(8)
     assert out.device.type == "flagos" and out.shape == (6,) and out.dtype == torch.float32
     st = flaggems.launcher_stats()["add.Tensor"]
-    assert st["replayed"] == 1 and st["replayable_signatures"] == 1, st
+    assert (st["replayed"], st["recorded"], st["python"], st["replayable_signatures"]) == (1, 1, 0, 1), st
 
 @check
 def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():
@@ -165,10 +183,8 @@ def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():
         before = calls["add"]
         _, kept = replayed(lambda: torch.add(args[0], args[1], alpha=args[2]))
         assert calls["add"] == before + 1 and kept == [], (args, kept)
-    # Another residue mod 16 is another signature, even once the first replays.
-    off4 = torch.randn(7, device=dev)[1:]
-    for _ in range(2):  # its first call was made above
-        torch.add(off4, b, alpha=2)
+    # Another residue mod 16 is another signature, though the one 4 bytes
+    # off (recorded above) replays.
     before = calls["add"]
     _, kept = replayed(lambda: torch.add(torch.randn(8, device=dev)[2:], b, alpha=2))
     assert calls["add"] == before + 1 and kept == [], kept
@@ -186,8 +202,8 @@ def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():
 @check
 def test_inplace_replay_writes_the_argument_and_returns_it():
     x, y = torch.ones(4, device=dev), torch.full((4,), 3.0, device=dev)
-    x.mul_(y); x.mul_(y); x.mul_(y)
-    assert x.cpu().tolist() == [27.0] * 4
+    x.mul_(y)
+    assert x.cpu().tolist() == [3.0] * 4
     before = calls["mul_"]
     out, kept = replayed(lambda: x.mul_(y))
     assert out is x and calls["mul_"] == before
@@ -195,46 +211,87 @@ def test_inplace_replay_writes_the_argument_and_returns_it():
     assert struct.unpack("<q", kept[0][4][2])[0] == 4
 
 @check
-def test_launches_that_differ_between_calls_are_never_replayed():
-    x = torch.randn(5, device=dev)
-    for _ in range(5):  # a first call, a record, three that differ
-        assert torch.equal(torch.neg(x).cpu(), -x.cpu())
-    assert calls["neg"] == 5
-    st = flaggems.launcher_stats()["neg"]
-    assert st["replayed"] == 0 and "differ between calls" in st["reason"], st
+def test_seeded_ops_without_a_generator_argument_are_never_recorded():
+    x = torch.zeros(6, device=dev)
+    for _ in range(3):
+        torch.manual_seed(0)
+        torch.rand_like(x)
+    _, kept = replayed(lambda: torch.rand_like(x))
+    st = flaggems.launcher_stats()["rand_like"]
+    assert kept == [] and calls["rand_like"] == 4 and st["recorded"] == 0 and st["signatures"] == 0, st
 
 @check
 def test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay():
     x = torch.randn(5, device=dev)
-    for _ in range(3):  # a first call that autotunes, then two records that agree
+    for _ in range(2):  # a record refused (it autotuned), then one that holds
         assert torch.allclose(torch.sin(x).cpu(), x.cpu().sin())
     _, kept = replayed(lambda: torch.sin(x))
     assert len(kept) == 1 and struct.unpack("<i", kept[0][4][2][:4])[0] == 128, kept
+    assert calls["sin"] == 3, calls  # launches in Python: a benchmark and a run, then a run
+
+@check
+def test_first_call_on_the_vendor_then_one_record_then_replays():
+    flaggems.set_first_call("vendor")
+    try:
+        x = torch.randn(9, device=dev)
+        routing.reset_stats()
+        before, vendor = calls.get("neg", 0), flaggems.launcher_stats().get("neg", {}).get("vendor", 0)
+        assert torch.equal(torch.neg(x).cpu(), -x.cpu())  # the host vendor's kernel
+        assert calls.get("neg", 0) == before, "the first call ran the FlagGems function"
+        assert routing.stats()["neg"] == {"cpu": 1}, routing.stats()["neg"]
+        assert flaggems.launcher_stats()["neg"]["vendor"] == vendor + 1
+        assert torch.equal(torch.neg(x).cpu(), -x.cpu())  # the record
+        assert calls["neg"] == before + 1
+        _, kept = replayed(lambda: torch.neg(x))
+        assert calls["neg"] == before + 1 and len(kept) == 1 and u64(kept[0][4][0]) == x.data_ptr(), kept
+        assert routing.stats()["neg"] == {"cpu": 1, "flagos": 2}, routing.stats()["neg"]
+    finally:
+        flaggems.set_first_call("flaggems")
+
+@check
+def test_a_first_call_the_vendor_refuses_runs_in_flaggems():
+    flaggems.set_first_call("vendor")
+    try:
+        a = torch.tensor([[True, False], [False, True]], device=dev)
+        routing.reset_stats()
+        got = torch.mm(a, a)  # the host vendor's mm has no bool kernel
+        assert got.device.type == "flagos" and torch.equal(got.cpu(), a.cpu()) and calls["mm"] == 1
+        assert routing.stats()["mm"] == {"flagos": 1}, routing.stats()["mm"]
+        assert torch.equal((a.float() + 1).cpu(), a.cpu().float() + 1)  # the process goes on
+    finally:
+        flaggems.set_first_call("flaggems")
+
+@check
+def test_a_full_signature_table_is_dropped_not_left_to_python():
+    flaggems.forget_launches("neg")
+    for n in range(1, 1026):  # 1,024 signatures fill neg's table; the next drops it
+        torch.neg(torch.zeros(n, dtype=torch.float64, device=dev))  # float64: no signature of the checks above
+    st = flaggems.launcher_stats()["neg"]
+    assert st["flushed"] == 1 and st["signatures"] == 1 and st["python"] == 0, st
+    x = torch.zeros(1025, dtype=torch.float64, device=dev)
+    _, kept = replayed(lambda: torch.neg(x))  # recorded after the drop: replays
+    assert len(kept) == 1, kept
 
 @check
 def test_an_absent_optional_tensor_keeps_the_places_of_the_others():
     x, m = torch.randn(5, device=dev), torch.zeros(5, device=dev)
-    for _ in range(3):
-        assert torch.equal(torch.clamp(x, max=m).cpu(), x.cpu().clamp(max=0))
+    assert torch.equal(torch.clamp(x, max=m).cpu(), x.cpu().clamp(max=0))
     _, kept = replayed(lambda: torch.clamp(x, max=m))
     assert u64(kept[0][4][0]) == x.data_ptr() and u64(kept[0][4][1]) == m.data_ptr(), kept
 
 @check
 def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
     x = torch.rand(4, 6, device=dev)
-    for _ in range(3):
-        assert torch.allclose(torch.sqrt(x.t()).cpu(), x.cpu().t().sqrt())
+    assert torch.allclose(torch.sqrt(x.t()).cpu(), x.cpu().t().sqrt())
     before = calls["sqrt"]
     _, kept = replayed(lambda: torch.sqrt(x.t()))
     assert calls["sqrt"] == before and [k[0] for k in kept] == [0, MUL], kept  # the copy, the launch
     assert u64(kept[1][4][0]) not in (0, x.data_ptr()), "the kernel must read the contiguous copy"
-    for _ in range(3):
-        torch.sqrt(x)
+    torch.sqrt(x)
     _, kept = replayed(lambda: torch.sqrt(x))
     assert len(kept) == 1 and u64(kept[0][4][0]) == x.data_ptr(), kept
     y = torch.rand(3, 5, device=dev)
-    for _ in range(3):
-        assert torch.allclose(torch.sqrt(y).cpu(), y.cpu().sqrt())
+    assert torch.allclose(torch.sqrt(y).cpu(), y.cpu().sqrt())
     _, kept = replayed(lambda: torch.sqrt(y))
     assert [k[0] for k in kept] == [0, MUL] and u64(kept[1][4][0]) not in (0, y.data_ptr()), kept
 
@@ -251,17 +308,15 @@ def test_random_ops_are_never_recorded_even_when_reseeded():
 @check
 def test_an_inplace_op_returning_nothing_is_replayed():
     xs = [torch.ones(3, device=dev), torch.ones(5, device=dev)]
-    for _ in range(3):
-        torch._foreach_mul_(xs, 2.0)
-    assert [x.cpu().tolist() for x in xs] == [[8.0] * 3, [8.0] * 5]
+    torch._foreach_mul_(xs, 2.0)
+    assert [x.cpu().tolist() for x in xs] == [[2.0] * 3, [2.0] * 5]
     _, kept = replayed(lambda: torch._foreach_mul_(xs, 2.0))
     assert [u64(k[4][0]) for k in kept] == [x.data_ptr() for x in xs], kept
 
 @check
 def test_a_copy_is_made_where_the_function_made_it():
     x = torch.zeros(2, 3, device=dev)
-    for _ in range(3):
-        x.fill_(1.5)
+    x.fill_(1.5)
     _C._launcher_keep_launches(True)
     try:
         x.fill_(1.5)
@@ -275,8 +330,7 @@ def test_a_copy_is_made_where_the_function_made_it():
 def test_two_views_of_one_tensor_map_to_the_argument_each_pointer_starts():
     base = torch.randn(2, 16, device=dev)
     left, right = base[:, :4], base[:, 4:8]
-    for _ in range(3):
-        torch.add(left, right, alpha=2)
+    torch.add(left, right, alpha=2)
     _, kept = replayed(lambda: torch.add(left, right, alpha=2))
     assert [u64(p) for p in kept[0][4][:2]] == [left.data_ptr(), right.data_ptr()], kept
     # The same shapes and alignment, but the views start another distance apart: another signature.
@@ -287,7 +341,7 @@ def test_two_views_of_one_tensor_map_to_the_argument_each_pointer_starts():
 @check
 def test_memory_outside_arguments_and_allocations_is_never_replayed():
     x = torch.randn(5, device=dev)
-    for _ in range(4):  # a first call, three refused records
+    for _ in range(4):  # three refused records, then Python
         assert torch.equal(torch.abs(x).cpu(), x.cpu().abs())
     st = flaggems.launcher_stats()["abs"]
     assert calls["abs"] == 4 and st["replayed"] == 0 and "neither an argument" in st["reason"], st
@@ -303,7 +357,7 @@ def test_other_aten_ops_are_never_replayed():
 @check
 def test_flagos_python_route_and_disabled_launcher_always_run_python():
     a, b = torch.randn(3, device=dev), torch.randn(3, device=dev)
-    torch.add(a, b); torch.add(a, b); torch.add(a, b)
+    torch.add(a, b)
     with routing.override_ops({"add.Tensor": "flagos_python"}):
         before = calls["add"]
         torch.add(a, b)
@@ -322,7 +376,7 @@ def test_flagos_python_route_and_disabled_launcher_always_run_python():
 @check
 def test_replay_error_names_the_vendor_and_leaves_the_process_usable():
     a, b = torch.randn(2, device=dev), torch.randn(2, device=dev)
-    torch.add(a, b); torch.add(a, b); torch.add(a, b)
+    torch.add(a, b)
     try:
         torch.add(a, b)  # a real launch: the host vendor has no compiled kernels
         raise AssertionError("the host vendor launched a kernel")
@@ -333,7 +387,7 @@ def test_replay_error_names_the_vendor_and_leaves_the_process_usable():
 @check
 def test_forget_drops_the_records():
     a, b = torch.randn(8, device=dev), torch.randn(8, device=dev)
-    torch.add(a, b); torch.add(a, b)
+    torch.add(a, b)
     flaggems.forget_launches("add.Tensor")
     assert flaggems.launcher_stats()["add.Tensor"]["signatures"] == 0
     before = calls["add"]
@@ -344,11 +398,14 @@ print("RESULTS " + __import__("json").dumps(RESULTS))
 '''
 
 CHECKS = [
-    "test_replay_without_python_after_two_agreeing_records",
+    "test_replay_without_python_after_one_record",
     "test_new_shape_scalar_alignment_or_setting_is_a_new_signature",
     "test_inplace_replay_writes_the_argument_and_returns_it",
-    "test_launches_that_differ_between_calls_are_never_replayed",
+    "test_seeded_ops_without_a_generator_argument_are_never_recorded",
     "test_a_first_call_that_autotunes_does_not_keep_a_signature_from_replay",
+    "test_first_call_on_the_vendor_then_one_record_then_replays",
+    "test_a_first_call_the_vendor_refuses_runs_in_flaggems",
+    "test_a_full_signature_table_is_dropped_not_left_to_python",
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
     "test_random_ops_are_never_recorded_even_when_reseeded",
@@ -414,3 +471,23 @@ def test_hook_is_installed_or_says_why_not():
         assert _launch_capture.install_triton_hook() is None
     else:  # no Triton, or no driver for it: a reason, and the routes run FlagGems' Python
         assert problem.startswith("Triton's launcher is not available ("), problem
+
+
+def test_first_call_setting_is_checked_at_import_and_by_the_api():
+    proc = run_python("import torch_fl", env_extra={"FLAGOS_FLAGGEMS_FIRST_CALL": "gpu"})
+    assert proc.returncode != 0 and "FLAGOS_FLAGGEMS_FIRST_CALL=gpu is neither 'vendor' nor 'flaggems'" in proc.stderr, \
+        proc.stderr[-2000:]
+    proc = run_python("""
+import torch_fl
+from torch_fl import flaggems
+assert flaggems.first_call() == "flaggems", flaggems.first_call()
+try:
+    flaggems.set_first_call("cpu")
+    raise SystemExit("accepted")
+except ValueError as e:
+    assert "'cpu' is neither 'vendor' nor 'flaggems'" in str(e), e
+assert flaggems.first_call() == "flaggems"
+flaggems.set_first_call("vendor")
+print("ok", flaggems.first_call())
+""", env_extra={"FLAGOS_FLAGGEMS_FIRST_CALL": "flaggems"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok vendor", proc.stderr[-2000:]

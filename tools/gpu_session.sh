@@ -36,7 +36,7 @@ run_step() {
     decode-ops) .venv/bin/python benchmarks/decode_ops.py --out "$OUT/decode_ops${TAG:-}.json" 2>&1 | tail -22 ;;
     # Worker logs stay in /tmp: only 8 files come back from $OUT.
     # OPS_PREVIOUS=<an earlier run's JSON>: only the OpInfos that run did not reach.
-    # OPS_REPLAY=1: each checked call is the fourth of its signature (the launcher replays it).
+    # OPS_REPLAY=1: each checked call is the second of its signature (the launcher replays it).
     # OPS_ONLY="a,b": only those OpInfos or hand-written cases.
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} ${OPS_REPLAY:+--replay} ${OPS_ONLY:+--only "$OPS_ONLY"} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;

@@ -168,8 +168,8 @@ def main() -> int:
                         help="comma-separated OpInfo names to run (say, those a first run did not reach); "
                              f"'{HANDWRITTEN}<case>' names a hand-written case, '{RANDOM_CHECKS}' the random checks")
     parser.add_argument("--replay", action="store_true",
-                        help="run each sample on flagos three times before the checked call, so that the "
-                             "launcher replays FlagGems' kernels in it (a first call, two records)")
+                        help="run each sample on flagos once before the checked call (the launcher's "
+                             "record), so that the checked call replays FlagGems' kernels where it can")
     parser.add_argument("--missing-from", default=None, metavar="PATH",
                         help="run only the OpInfos with no record in this earlier run's JSON "
                              "(merge the two with --from-json)")
@@ -187,6 +187,9 @@ def main() -> int:
 
     # The static listing needs no GPU: the host vendor serves it.
     os.environ.setdefault("FLAGOS_VENDOR", "host" if args.static else "cuda")
+    # A checked call must run FlagGems' kernel, not CUDA's, though its
+    # signature is new (the default serves a first call on the vendor's kernel).
+    os.environ["FLAGOS_FLAGGEMS_FIRST_CALL"] = "flaggems"
     # Which ops FlagGems serves: ask in a child so this process stays CUDA-free for spawn.
     ctx = mp.get_context("spawn")
     from torch.testing._internal.common_methods_invocations import op_db

@@ -256,8 +256,8 @@ def _run_sample(op, sample, dtype, variant="functional"):
             return _forward_backward(op, sample, "flagos", backward)
         return _call_variant(op, sample, "flagos", variant, ref), None
 
-    # --replay: the checked call is the fourth of its signatures, so the
-    # launcher replays what it can (a first call in Python, two records).
+    # --replay: the checked call is the second of its signatures, so the
+    # launcher replays what it can (the first was recorded).
     for _ in range(REPLAY_WARMUP if os.environ.get(REPLAY) == "1" else 0):
         try:
             on_flagos()
@@ -279,7 +279,7 @@ def _run_sample(op, sample, dtype, variant="functional"):
 
 
 REPLAY = "FLAGOS_SWEEP_REPLAY"
-REPLAY_WARMUP = 3
+REPLAY_WARMUP = 1
 RANDOM_CHECKS = "random ops by their properties"
 # Each hand-written case is an item of its own: "hand-written: <label>".
 HANDWRITTEN = "hand-written: "

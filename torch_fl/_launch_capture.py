@@ -9,13 +9,14 @@ allocation or a view (a copy, a fill, a host read of device data), when a
 kernel gets a pointer outside the arguments and the recorded allocations
 (a cached tensor), when a launch needs Triton features the launcher does
 not reproduce (scratch memory, clusters, cooperative or PDL launches,
-tensor descriptors), or when a result is not a tensor. The C++ side runs
-a signature's first call in plain Python (one-off signatures never pay for
-a record), records the calls after it, and replays the signature once two
-records in a row are equal, which keeps out what
-changes between calls with the same arguments (random seeds and offsets);
-it gives a signature up after three refused or disagreeing records (a
-first call that autotunes records more than later ones).
+tensor descriptors), or when a result is not a tensor. The C++ side runs a
+signature's first call on the vendor's kernel (a signature met once never
+pays for a record), records its second, and replays the rest. One record is
+enough because what could change between two calls with the same arguments
+is refused here or never recorded: random ops (known by their schema) are
+never recorded; an autotuning call (it benchmarks configurations) is
+refused and recorded again at the next call; so are host reads of device
+data and cached tensors. A signature is given up after three refusals.
 
 Pointers are stored as (INPUT, ALLOCATION or COPY, index, byte offset from
 that tensor's data pointer); every other parameter as the bytes the kernel
@@ -24,6 +25,7 @@ copied by contiguous() or clone() (FlagGems makes strided arguments
 contiguous before its kernels read them flat), or of a view of one; the
 replay makes the same copy of the same view with the vendor's copy kernel.
 """
+import contextlib
 import os
 import struct
 import sys
@@ -247,6 +249,17 @@ def _shares_storage(out: Any, args: tuple) -> bool:
     return all(isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() == start for o in outs)
 
 
+@contextlib.contextmanager
+def benchmarking():
+    """A context in which launches are benchmarks (Triton's autotuner trying
+    configurations), not the call's own work: a record made around them is
+    refused, and the signature's next call records again."""
+    recording = getattr(_local, "recording", None)
+    if recording is not None:
+        recording.refuse("it autotuned a kernel (benchmark launches)")
+    yield
+
+
 def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int, shared: int,
                 signature: Optional[Sequence[Any]], args: Sequence[Any], unsupported: Optional[str] = None) -> None:
     """Tells an active recording about one kernel launch (from Triton's
@@ -309,7 +322,28 @@ def install_triton_hook() -> Optional[str]:
     launcher_cls.__init__ = __init__
     launcher_cls.__call__ = __call__
     launcher_cls._flagos_hooked = True
+    _hook_autotuner()
     return None
+
+
+def _hook_autotuner() -> None:
+    """Marks Triton's autotuner benchmarks (FlagGems' LibTuner inherits
+    _bench), so that a record refuses them by name rather than by the
+    cache-clearing fill that do_bench happens to run."""
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except Exception:
+        return
+    bench = getattr(Autotuner, "_bench", None)
+    if bench is None or getattr(bench, "_flagos_hooked", False):
+        return
+
+    def _bench(self, *args, **kwargs):
+        with benchmarking():
+            return bench(self, *args, **kwargs)
+
+    _bench._flagos_hooked = True
+    Autotuner._bench = _bench
 
 
 def _note_triton_launch(launcher, grid, function, args) -> None:

@@ -13,9 +13,15 @@ On the ``flagos`` and ``flaggems`` routes a call whose arguments (dtypes,
 shapes, strides, scalars) were seen before skips FlagGems' Python: the C++
 launcher allocates what the function allocated and launches the Triton
 kernels it launched (see torch_fl/_launch_capture.py for what can be
-replayed). ``flagos_python`` always runs the Python function;
-``FLAGOS_FLAGGEMS_LAUNCHER=0`` or ``set_launcher_enabled(False)`` turns the
-launcher off.
+replayed). A signature's first call runs on the vendor's kernel, its second
+in FlagGems' Python under the recorder, and the rest replay: a signature met
+once (a decode step's growing KV cache makes new ones every token) never
+pays FlagGems' Python. ``FLAGOS_FLAGGEMS_FIRST_CALL=flaggems`` or
+``set_first_call("flaggems")`` records first calls instead, so that every
+call runs a FlagGems kernel (what tests of FlagGems' kernels need); an op
+the vendor lacks is recorded first either way. ``flagos_python`` always
+runs the Python function; ``FLAGOS_FLAGGEMS_LAUNCHER=0`` or
+``set_launcher_enabled(False)`` turns the launcher off.
 
 ``FLAGOS_DISABLE_FLAGGEMS_PY=1`` keeps every FlagGems function out.
 """
@@ -110,9 +116,33 @@ def _install(items: List[Tuple[str, Callable]]) -> None:
     _C._set_launch_recorder(_launch_capture.capture)
 
 
+_FIRST_CALL_PLACES = ("vendor", "flaggems")
+
+
+def first_call() -> str:
+    """Where a new argument signature's first call runs on the flagos and
+    flaggems routes: "vendor" (the vendor's kernel) or "flaggems"."""
+    return "vendor" if _C._launcher_first_call_on_vendor() else "flaggems"
+
+
+def set_first_call(where: str) -> None:
+    """Sets first_call() for the whole process; signatures seen stay as they are."""
+    if where not in _FIRST_CALL_PLACES:
+        raise ValueError(f"torch_fl.flaggems.set_first_call: '{where}' is neither 'vendor' nor 'flaggems'")
+    _C._launcher_set_first_call_on_vendor(where == "vendor")
+
+
+def _first_call_from_environment() -> None:
+    where = os.environ.get("FLAGOS_FLAGGEMS_FIRST_CALL", "") or "vendor"
+    if where not in _FIRST_CALL_PLACES:
+        raise ValueError(f"FLAGOS_FLAGGEMS_FIRST_CALL={where} is neither 'vendor' nor 'flaggems'")
+    set_first_call(where)
+
+
 def setup() -> None:
     """Called by ``import torch_fl``: loads FlagGems when it can run here."""
     global _UNAVAILABLE
+    _first_call_from_environment()
     reason = _why_not_here(_C._vendor())
     if reason:
         _UNAVAILABLE = reason
@@ -190,9 +220,11 @@ def launcher_hook_problem() -> str:
 
 
 def launcher_stats() -> Dict[str, dict]:
-    """Per op: calls replayed without Python, calls recorded, calls run in
-    Python, signatures seen (and how many replay), and the last reason a
-    signature could not be replayed."""
+    """Per op: calls replayed without Python ("replayed"), calls recorded
+    ("recorded"), calls run in Python ("python"), first calls run on the
+    vendor's kernel ("vendor"), signatures seen ("signatures", and how many
+    replay), how often a full signature table was dropped ("flushed"), and
+    the last reason a signature could not be replayed."""
     return _C._launcher_stats()
 
 

@@ -24,7 +24,8 @@ struct OpPlan {
   bool accepts_host_tensors;  // copies: CPU tensors are their inputs
   bool host_dropout;          // native_dropout on the host vendor
   std::atomic<uint64_t> generation;
-  std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];
+  // Counters: a route that hands a call on (BoxedRoute's plan is const) counts it.
+  mutable std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];
 };
 
 OpPlan& plan_for(const c10::OperatorHandle& op);
@@ -55,7 +56,7 @@ flagos_backend_t native_backend();
 
 // A call counted on `counted` (a FlagGems route) that the vendor's kernel
 // serves after all: the counters say where it ran.
-inline void count_on_native_instead(OpPlan& plan, flagos_backend_t counted) {
+inline void count_on_native_instead(const OpPlan& plan, flagos_backend_t counted) {
   plan.calls[counted].fetch_sub(1, std::memory_order_relaxed);
   plan.calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
 }

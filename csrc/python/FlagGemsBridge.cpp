@@ -189,16 +189,44 @@ void call_function(const c10::OperatorHandle& op, const OpPlan& plan, launcher::
   push_results(op.schema(), stack, recorded[0]);
 }
 
+// Whether a return of the schema writes an argument (in-place, out=).
+bool writes_arguments(const c10::FunctionSchema& schema) {
+  for (size_t r = 0; r < schema.returns().size(); ++r) {
+    if (written_argument(schema, r) >= 0) return true;
+  }
+  return false;
+}
+
+void run_on_vendor(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+}
+
+void restore(torch::jit::Stack* stack, size_t base, const std::vector<c10::IValue>& saved) {
+  stack->erase(stack->begin() + std::min(base, stack->size()), stack->end());
+  stack->insert(stack->end(), saved.begin(), saved.end());
+}
+
 void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
   const size_t n = op.schema().arguments().size();
-  // Kept so that a call FlagGems refuses (unsupported dtype, layout, shape)
-  // can still run on the vendor's kernel with the same arguments.
   const size_t base = stack->size() - n;
-  std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
   launcher::Lookup look = launcher::lookup(op, plan, *stack);
   if (look.plan) {
+    if (!writes_arguments(op.schema())) return launcher::replay(*look.plan, look.tensors, op, stack);
+    std::vector<c10::IValue> args(stack->begin() + base, stack->end());
     launcher::replay(*look.plan, look.tensors, op, stack);
-    return keep_results_in_written_arguments(op.schema(), saved, stack);
+    return keep_results_in_written_arguments(op.schema(), args, stack);
+  }
+  // Kept so that a call FlagGems refuses (unsupported dtype, layout, shape),
+  // or a first call the vendor's kernel refuses, can run on the other.
+  std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
+  if (look.vendor) {
+    try {
+      run_on_vendor(op, stack);
+      count_on_native_instead(plan, plan.backend.load(std::memory_order_relaxed));
+      return;
+    } catch (const c10::Error&) {
+      restore(stack, base, saved);  // FlagGems may serve what the vendor does not
+    }
   }
   std::string failure;
   {
@@ -214,9 +242,8 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
   TORCH_CHECK(!strict(), "flagos: FlagGems (", flagos_backend_name(plan.backend), ") failed on ",
               plan.name, ": ", failure);
   warn_once(plan, failure);
-  stack->erase(stack->begin() + std::min(base, stack->size()), stack->end());
-  for (auto& v : saved) stack->push_back(std::move(v));
-  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+  restore(stack, base, saved);
+  run_on_vendor(op, stack);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/EmptyTensor.h>
+#include <ATen/core/enum_tag.h>
 #include <ATen/ops/as_strided.h>
 #include <c10/core/DefaultDtype.h>
 #include <ATen/ops/empty_strided.h>
@@ -76,10 +77,13 @@ struct Plan {
 
 namespace {
 
-constexpr size_t kMaxSignatures = 1024;  // per op; later ones run in Python
-// A first call may autotune, or compile and benchmark, and so record other
-// launches (or ATen ops) than later calls: a signature is given up only
-// after this many refused or disagreeing records.
+// Per op. A new signature past it drops the op's signatures (a long
+// generation makes new ones every token) rather than leave later ones to
+// Python.
+constexpr size_t kMaxSignatures = 1024;
+// A record refused for a reason that may not come back (an autotuning first
+// call benchmarks its configurations) is retried: a signature is given up
+// only after this many refused records.
 constexpr int kMaxMisses = 3;
 
 struct KeyHash {
@@ -90,23 +94,21 @@ struct KeyHash {
   }
 };
 
-// Counted: seen once and run in plain Python, so that one-off signatures
-// (a decode step's growing KV cache) never pay for a record; Fresh: the
-// next call records; Seen: recorded once, the next record must agree.
-enum class State { Counted, Fresh, Seen, Replay, Python };
+// Vendor: seen once, on the vendor's kernel; Fresh: the next call records;
+// Replay: recorded; Python: given up.
+enum class State { Vendor, Fresh, Replay, Python };
 
 struct Entry {
   State state = State::Fresh;
   std::shared_ptr<const Plan> plan;
-  PyObject* first = nullptr;  // the last record, until the next one agrees
   int misses = 0;
 };
 
 struct OpCache {
   const OpPlan* op;
-  int random = -1;  // draws from a generator (never recorded): 1, 0, or -1 until known
+  int random = -1;  // draws random numbers (never recorded): 1, 0, or -1 until known
   std::unordered_map<std::vector<int64_t>, Entry, KeyHash> entries;
-  std::atomic<uint64_t> replayed{0}, recorded{0}, python{0};
+  std::atomic<uint64_t> replayed{0}, recorded{0}, python{0}, vendor{0}, flushed{0};
   std::string reason;  // the last refusal
 };
 
@@ -115,6 +117,8 @@ std::mutex mutex;
 auto* caches = new std::unordered_map<const OpPlan*, std::unique_ptr<OpCache>>();
 std::atomic<bool> on{env_flag("FLAGOS_FLAGGEMS_LAUNCHER", /*unset=*/true)};
 std::atomic<bool> keeping{false};
+
+std::atomic<FirstCall> first_call_policy{FirstCall::Vendor};  // set from FLAGOS_FLAGGEMS_FIRST_CALL at import
 
 // FLAGOS_LAUNCHER_LOG=1: one line per signature given up, with the reason.
 bool log_enabled() {
@@ -125,11 +129,12 @@ std::mutex kept_mutex;
 std::vector<std::tuple<uintptr_t, std::vector<unsigned>, unsigned, unsigned, std::vector<std::string>>> kept;
 
 // A random op draws a new seed or offset at each call, which a replay
-// would repeat; two records agree whenever the caller re-seeds between
-// calls, so random ops are known by their schema instead: a generator
-// argument, or native_dropout's draw from the default generator.
-bool draws_random_numbers(const c10::FunctionSchema& schema) {
-  if (schema.name() == "aten::native_dropout") return true;
+// would repeat. A record cannot tell (the caller may re-seed), so random
+// ops are known by their schema: a generator argument, the
+// nondeterministic_seeded tag (rand_like, randperm), or native_dropout.
+bool draws_random_numbers(const c10::OperatorHandle& op) {
+  const c10::FunctionSchema& schema = op.schema();
+  if (schema.name() == "aten::native_dropout" || op.hasTag(at::Tag::nondeterministic_seeded)) return true;
   for (const auto& arg : schema.arguments()) {
     const c10::Type* type = arg.type().get();
     if (type->kind() == c10::TypeKind::OptionalType) type = type->castRaw<c10::OptionalType>()->getElementType().get();
@@ -359,6 +364,8 @@ void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
 
 bool enabled() { return on.load(std::memory_order_relaxed); }
 void set_enabled(bool value) { on.store(value); }
+FirstCall first_call() { return first_call_policy.load(std::memory_order_relaxed); }
+void set_first_call(FirstCall where) { first_call_policy.store(where); }
 
 void count_python_call(const OpPlan& plan) {
   std::lock_guard<std::mutex> lock(mutex);
@@ -381,19 +388,32 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   }
   std::lock_guard<std::mutex> lock(mutex);
   OpCache& cache = cache_of(plan);
-  if (cache.random < 0) cache.random = draws_random_numbers(op.schema());
+  if (cache.random < 0) cache.random = draws_random_numbers(op);
   if (cache.random) return out;
   auto it = cache.entries.find(key.key);
   if (it == cache.entries.end()) {
-    if (cache.entries.size() < kMaxSignatures) cache.entries[std::move(key.key)].state = State::Counted;
-    return out;
+    if (cache.entries.size() >= kMaxSignatures) {
+      cache.entries.clear();
+      cache.flushed.fetch_add(1, std::memory_order_relaxed);
+    }
+    // A signature met once (a decode step's growing KV cache meets new
+    // ones every token) costs FlagGems' Python ~100 us; the vendor's kernel
+    // serves it for a few, and the launcher records its next call.
+    if (first_call() == FirstCall::Vendor && plan.has_native_kernel) {
+      cache.entries.emplace(std::move(key.key), Entry{State::Vendor, nullptr, 0});
+      cache.vendor.fetch_add(1, std::memory_order_relaxed);
+      out.vendor = true;
+      return out;
+    }
+    cache.entries.emplace(key.key, Entry{State::Fresh, nullptr, 0});
+    out.record = true;
   } else if (it->second.state == State::Replay) {
     out.plan = it->second.plan;
     cache.replayed.fetch_add(1, std::memory_order_relaxed);
   } else {
     out.record = it->second.state != State::Python;
-    if (out.record) out.key = std::move(key.key);
   }
+  if (out.record) out.key = std::move(key.key);
   if (out.plan || out.record) out.tensors = std::move(key.tensors);
   return out;
 }
@@ -402,41 +422,31 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
   std::lock_guard<std::mutex> lock(mutex);
   OpCache& cache = cache_of(plan);
   cache.recorded.fetch_add(1, std::memory_order_relaxed);
-  if (cache.entries.size() >= kMaxSignatures && !cache.entries.count(key)) return;
-  Entry& entry = cache.entries[std::move(key)];
-  auto miss = [&](std::string why) {
-    if (++entry.misses < kMaxMisses) return;
-    entry.state = State::Python;
-    Py_CLEAR(entry.first);
-    if (log_enabled()) std::cerr << "[flagos launcher] " << plan.name << " stays in Python: " << why << std::endl;
-    cache.reason = std::move(why);
-  };
+  auto it = cache.entries.find(key);
+  if (it == cache.entries.end()) return;  // dropped since (forget, or a full cache)
+  Entry& entry = it->second;
   if (entry.state == State::Python || entry.state == State::Replay) return;
+  std::string why;
   if (py::isinstance<py::str>(record)) {
-    Py_CLEAR(entry.first);
-    entry.state = State::Fresh;
-    return miss(py::cast<std::string>(record));
-  }
-  if (entry.state == State::Seen) {
-    const int agree = PyObject_RichCompareBool(entry.first, record.ptr(), Py_EQ);
-    if (agree < 0) PyErr_Clear();
-    if (agree == 1) {
-      try {
-        entry.plan = parse(py::cast<py::tuple>(record));
-        entry.state = State::Replay;
-        Py_CLEAR(entry.first);
-      } catch (const std::exception& e) {
-        entry.misses = kMaxMisses - 1;
-        miss(e.what());
-      }
+    why = py::cast<std::string>(record);
+  } else {
+    // One record is enough: what could differ between two calls with the
+    // same signature is refused by the recorder (autotuning, host reads
+    // of device data, cached tensors) or never recorded (random ops).
+    try {
+      entry.plan = parse(py::cast<py::tuple>(record));
+      entry.state = State::Replay;
       return;
+    } catch (const std::exception& e) {
+      why = e.what();
+      entry.misses = kMaxMisses - 1;
     }
-    miss("its launches differ between calls with the same arguments (random or data-dependent)");
-    if (entry.state == State::Python) return;
   }
-  Py_XDECREF(entry.first);
-  entry.first = py::object(record).release().ptr();
-  entry.state = State::Seen;
+  entry.state = State::Fresh;
+  if (++entry.misses < kMaxMisses) return;
+  entry.state = State::Python;
+  if (log_enabled()) std::cerr << "[flagos launcher] " << plan.name << " stays in Python: " << why << std::endl;
+  cache.reason = std::move(why);
 }
 
 void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::OperatorHandle& op,
@@ -515,7 +525,6 @@ void forget(const std::string& op_name) {
   std::lock_guard<std::mutex> lock(mutex);
   for (auto& [op, cache] : *caches) {
     if (!op_name.empty() && op->name != op_name) continue;
-    for (auto& [key, entry] : cache->entries) Py_CLEAR(entry.first);
     cache->entries.clear();
   }
 }
@@ -530,6 +539,8 @@ py::dict stats() {
     d["replayed"] = cache->replayed.load();
     d["recorded"] = cache->recorded.load();
     d["python"] = cache->python.load();
+    d["vendor"] = cache->vendor.load();
+    d["flushed"] = cache->flushed.load();
     d["signatures"] = cache->entries.size();
     d["replayable_signatures"] = replayable;
     d["reason"] = cache->reason;

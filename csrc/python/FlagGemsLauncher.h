@@ -5,10 +5,11 @@
 // that take a few. For an argument signature it has seen (op, dtypes,
 // shapes, strides, pointer alignment, aliasing, scalar values, device),
 // the launcher allocates what the function allocated and launches the
-// kernels it launched, with the new pointers, from C++. A new signature
-// runs the Python function; from its second call on, under
-// torch_fl/_launch_capture.py, which records it; a signature is replayed
-// once two records in a row agree.
+// kernels it launched, with the new pointers, from C++. A new signature's
+// first call runs on the vendor's kernel (or, under
+// FLAGOS_FLAGGEMS_FIRST_CALL=flaggems or for an op the vendor lacks, is
+// recorded); its next call runs the Python function under
+// torch_fl/_launch_capture.py, which records it; later calls replay.
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -29,6 +30,7 @@ struct Plan;
 struct Lookup {
   std::shared_ptr<const Plan> plan;  // set: replay it
   bool record = false;               // run the function under the recorder
+  bool vendor = false;               // run the vendor's kernel: a signature's first call
   std::vector<int64_t> key;
   // With a plan or a record: the tensor arguments in stack order (lists
   // flattened, an absent optional tensor undefined), as records index them.
@@ -37,6 +39,13 @@ struct Lookup {
 
 bool enabled();
 void set_enabled(bool on);
+
+// Where a new signature's first call runs: on the vendor's kernel (the
+// default: a signature met once never pays for FlagGems' Python), or in
+// FlagGems, recorded (its kernels tested on every call).
+enum class FirstCall { Vendor, FlagGems };
+FirstCall first_call();
+void set_first_call(FirstCall where);
 
 // The arguments are the last schema().arguments().size() entries of stack.
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack);
@@ -52,7 +61,8 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const pybind11::obje
 // Drops the records of one op (its function changed), or all ("").
 void forget(const std::string& op_name);
 
-// {op: {"replayed", "recorded", "python", "signatures", "reason"}}.
+// {op: {"replayed", "recorded", "python", "vendor", "flushed", "signatures",
+// "replayable_signatures", "reason"}}.
 pybind11::dict stats();
 
 void count_python_call(const OpPlan& plan);
