@@ -86,6 +86,28 @@ def compare(title: str, ref: dict, flg: dict, rows: int) -> dict:
     return {"ref_total_us": total_ref, "flagos_total_us": total_flg, "aten_calls": aten_calls, "rows": joined}
 
 
+def profile_python(step, device: str, steps: int = 20, warmup: int = 4) -> dict:
+    """Python-level time by function (cProfile) over `steps` decode steps:
+    where a step's time goes outside the ATen ops' tables."""
+    import cProfile
+    import pstats
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    sync(device)
+    prof.disable()
+    table = {}
+    for (path, line, name), (_, calls, tottime, cumtime, _) in pstats.Stats(prof).stats.items():
+        where = f"{Path(path).name}:{line}({name})" if line else name
+        table[where] = {"calls": calls // steps, "self_us": tottime * 1e6 / steps, "total_us": cumtime * 1e6 / steps}
+    return table
+
+
 def loop(op: str, device: str, calls: int) -> None:
     """One op many times, for a sampling profiler."""
     a = torch.randn(1024, 1024, device=device, dtype=torch.bfloat16)
@@ -108,6 +130,8 @@ def main() -> None:
     parser.add_argument("--device", default="flagos")
     parser.add_argument("--calls", type=int, default=100000)
     parser.add_argument("--train", action="store_true", help="profile an AdamW step instead")
+    parser.add_argument("--python", action="store_true",
+                        help="profile the decode step's Python functions (cProfile) instead of its ATen ops")
     args = parser.parse_args()
     if args.loop:
         return loop(args.loop, args.device, args.calls)
@@ -124,10 +148,12 @@ def main() -> None:
         table = compare(f"Qwen3 {size} AdamW step", ref["ops"], flg["ops"], args.rows)
         table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"])
     else:
-        ref = profile_ops(decode_step(base, reference, dtype, 128), reference)
+        profiler = profile_python if args.python else profile_ops
+        ref = profiler(decode_step(base, reference, dtype, 128), reference)
         with routing.preset(args.routing):
-            flg = profile_ops(decode_step(base, "flagos", dtype, 128), "flagos")
-        table = compare(f"Qwen3 {size} decode step", ref, flg, args.rows)
+            flg = profiler(decode_step(base, "flagos", dtype, 128), "flagos")
+        what = "Python functions" if args.python else "ATen ops"
+        table = compare(f"Qwen3 {size} decode step, {what}", ref, flg, args.rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"reference": reference, "routing": args.routing, "size": size,
                                               "train": args.train, **table}, indent=1))

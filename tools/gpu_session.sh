@@ -27,8 +27,10 @@ run_step() {
     pytest-native) FLAGOS_DISABLE_FLAGGEMS_PY=1 .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "not flaggems and not flaggems_python" 2>&1 | tee "$OUT/pytest-native.log" | tail -40 ;;
     pytest-flaggems) timeout ${FLAGGEMS_TIMEOUT:-420} .venv/bin/python -m pytest tests -q -ra -p no:cacheprovider -m "flaggems or flaggems_python" 2>&1 | tee "$OUT/pytest-flaggems.log" | tail -40 ;;
     # The launcher's GPU tests: replayed FlagGems kernels against torch CUDA.
-    pytest-launcher) timeout ${LAUNCHER_TIMEOUT:-240} .venv/bin/python -m pytest tests/test_flaggems_gpu.py tests/test_flaggems_launcher.py -q -rfE -p no:cacheprovider \
-                       -k "${LAUNCHER_K:-replayed or stream}" 2>&1 | tee "$OUT/pytest-launcher.log" | tail -30 ;;
+    # A test stuck past 60 s dumps every thread's stack into the log.
+    pytest-launcher) timeout ${LAUNCHER_TIMEOUT:-240} .venv/bin/python -m pytest tests/test_flaggems_gpu.py tests/test_flaggems_launcher.py -v -rfE -p no:cacheprovider \
+                       -o faulthandler_timeout=60 -k "${LAUNCHER_K:-replayed or stream or signatures}" > "$OUT/pytest-launcher.log" 2>&1
+                     grep -E "PASSED|FAILED|ERROR|passed|failed|Timeout|Fatal|File " "$OUT/pytest-launcher.log" | tail -50 ;;
     demo) .venv/bin/python examples/demo.py 2>&1 | tee "$OUT/demo.log" | tail -40 ;;
     bench) .venv/bin/python benchmarks/dispatch_overhead.py --out "$OUT/dispatch_overhead.json" 2>&1 | tail -20 ;;
     # Decode-shaped ops, host cost per call; FLAGOS_UNBOXED_OPS=0 measures
