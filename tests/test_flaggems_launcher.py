@@ -491,3 +491,18 @@ flaggems.set_first_call("vendor")
 print("ok", flaggems.first_call())
 """, env_extra={"FLAGOS_FLAGGEMS_FIRST_CALL": "flaggems"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok vendor", proc.stderr[-2000:]
+
+
+def test_benchmark_launches_are_not_noted_and_refuse_the_record():
+    from torch_fl import _launch_capture
+    recording = _launch_capture._Recording([])
+    _launch_capture._local.recording = recording
+    try:
+        with _launch_capture.benchmarking():
+            assert getattr(_launch_capture._local, "recording", None) is None
+            _launch_capture.note_launch((1, 1, 1), 1, 4, 1, 0, ("i32",), (7,))
+        assert _launch_capture._local.recording is recording
+        _launch_capture.note_launch((1, 1, 1), 1, 4, 1, 0, ("i32",), (7,))  # refused: not noted either
+    finally:
+        _launch_capture._local.recording = None
+    assert recording.launches == [] and recording.refused.startswith("it autotuned a kernel"), recording.refused

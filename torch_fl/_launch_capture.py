@@ -225,6 +225,8 @@ class _AllocationsAndViewsOnly(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if self.recording.refused is not None and not _DEBUG:
+            return out  # nothing more to learn; an autotuner's buffers are not kept alive
         if _DEBUG:
             self.recording.aten_ops.append(str(func))
         if func in _ALLOCATIONS:
@@ -253,11 +255,19 @@ def _shares_storage(out: Any, args: tuple) -> bool:
 def benchmarking():
     """A context in which launches are benchmarks (Triton's autotuner trying
     configurations), not the call's own work: a record made around them is
-    refused, and the signature's next call records again."""
+    refused, and the signature's next call records again. The benchmark
+    runs unrecorded: noting its thousands of launches made an autotuning
+    FlagGems mm take minutes."""
     recording = getattr(_local, "recording", None)
-    if recording is not None:
-        recording.refuse("it autotuned a kernel (benchmark launches)")
-    yield
+    if recording is None:
+        yield
+        return
+    recording.refuse("it autotuned a kernel (benchmark launches)")
+    _local.recording = None
+    try:
+        yield
+    finally:
+        _local.recording = recording
 
 
 def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_ctas: int, shared: int,
@@ -265,7 +275,7 @@ def note_launch(grid: Tuple[int, int, int], function: int, num_warps: int, num_c
     """Tells an active recording about one kernel launch (from Triton's
     launcher hook, or from a test's stand-in kernel). A no-op otherwise."""
     recording = getattr(_local, "recording", None)
-    if recording is None:
+    if recording is None or recording.refused is not None:
         return
     try:
         recording.launch(grid, function, num_warps, num_ctas, shared, signature, args, unsupported)
