@@ -83,7 +83,22 @@ def compare(title: str, ref: dict, flg: dict, rows: int) -> dict:
         per_call = row["extra_self_us"] / max(row["flagos_calls"], 1)
         print(f"{row['op'][:42]:42} {row['ref_calls']:9d} {row['flagos_calls']:9d} {row['ref_self_us']:11.0f} "
               f"{row['flagos_self_us']:11.0f} {row['extra_self_us']:9.0f} {per_call:10.2f}")
-    return {"ref_total_us": total_ref, "flagos_total_us": total_flg, "aten_calls": aten_calls, "rows": joined}
+    device = [sum(t[k].get("device_us", 0.0) for k in t) for t in (ref, flg)]
+    if any(device):
+        # Kernels are rows of their own (their host self time is 0): by the
+        # device time flagos adds.
+        kernels = sorted((row for row in joined if ref.get(row["op"], {}).get("device_us") or
+                          flg.get(row["op"], {}).get("device_us")),
+                         key=lambda row: -abs(flg.get(row["op"], {}).get("device_us", 0.0) -
+                                              ref.get(row["op"], {}).get("device_us", 0.0)))
+        print(f"device time {device[0]:.0f} us reference, {device[1]:.0f} us flagos")
+        print(f"{'kernel or op':70} {'calls ref':>9} {'calls fl':>9} {'dev ref us':>10} {'dev fl us':>10}")
+        for row in kernels[:rows]:
+            r, f = ref.get(row["op"], {}), flg.get(row["op"], {})
+            print(f"{row['op'][:70]:70} {row['ref_calls']:9d} {row['flagos_calls']:9d} "
+                  f"{r.get('device_us', 0.0):10.0f} {f.get('device_us', 0.0):10.0f}")
+    return {"ref_total_us": total_ref, "flagos_total_us": total_flg, "aten_calls": aten_calls,
+            "ref_device_us": device[0], "flagos_device_us": device[1], "rows": joined}
 
 
 def profile_python(step, device: str, steps: int = 20, warmup: int = 4) -> dict:

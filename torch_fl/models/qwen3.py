@@ -281,11 +281,13 @@ def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, f
 
 
 def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **options) -> dict:
-    """``train()`` with torch.profiler's CPU view of step ``profile_step``
-    (0-based): {"step_ms": its wall time, "ops": {op: {"calls", "self_us"}}}."""
+    """``train()`` with torch.profiler's view of step ``profile_step``
+    (0-based): {"step_ms": its wall time, "ops": {op or kernel: {"calls",
+    "self_us", "device_us"}}}; device time where CUDA is there to measure."""
     from torch.profiler import ProfilerActivity, profile
 
-    prof = profile(activities=[ProfilerActivity.CPU])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    prof = profile(activities=activities)
     marks = {}
 
     def on_step(step, loss):
@@ -297,7 +299,8 @@ def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **o
 
     train(model, batches, steps=profile_step + 1, on_step=on_step, **options)
     return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3,
-            "ops": {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total}
+            "ops": {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total,
+                            "device_us": getattr(e, "self_device_time_total", 0.0)}
                     for e in prof.key_averages()}}
 
 
