@@ -105,7 +105,8 @@ def routes() -> None:
     if torch_fl._flaggems.available():
         stats = torch_fl._flaggems.launcher_stats().values()
         print(f"FlagGems calls replayed by the launcher: {sum(s['replayed'] for s in stats)}, "
-              f"run in Python: {sum(s['python'] + s['recorded'] for s in stats)}")
+              f"run in Python: {sum(s['python'] + s['recorded'] for s in stats)}, "
+              f"first calls of a signature on the vendor's kernel: {sum(s['vendor'] for s in stats)}")
 
 
 def main() -> None:
