@@ -95,6 +95,10 @@ run_step() {
                done; done
                tail -n +1 /tmp/perf.*.txt > "$OUT/perf.txt"; echo "perf tables in perf.txt"
              else echo "no perf on this machine"; fi ;;
+    # A decode step's Python functions (cProfile), flagos against torch CUDA.
+    profile-python) for r in ${PROFILE_ROUTINGS:-native}; do
+                      timeout 200 .venv/bin/python tools/decode_profile.py --python --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/decode_python_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 3 ))
+                    done ;;
     # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
     # a clean process.
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
