@@ -8,7 +8,11 @@ on each, joined by op name and sorted by the time flagos adds.
 
 The decode step's reference runs in the same process; the training step's
 in a clean one (torch CUDA cannot run backward where a PrivateUse1 backend
-is registered). A row's "calls" are the op's own calls plus the calls made
+is registered). The two sides run one after the other, the reference first, and that
+order shows: on an H100 (2026-11-26) the reference's pure-Python functions
+(nn.Module.__getattr__, config attribute reads) took 30-45 % longer than
+the same functions on flagos a moment later, so compare rows against that
+baseline, not against zero. A row's "calls" are the op's own calls plus the calls made
 inside it; "self us" is time not spent in a nested op, so on flagos it holds the
 routing kernel's cost as well as the vendor kernel's launch.
 """
