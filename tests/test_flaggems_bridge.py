@@ -484,3 +484,32 @@ def test_real_flaggems_config_capture(tmp_path):
     results = _results(proc)
     assert results == {k: "ok" for k in results} and len(results) == 3, results
 
+
+
+def test_flat_operand_ops_send_broadcast_and_strided_calls_to_the_vendor():
+    """FlagGems kernels that read their operands as flat arrays (the Hopper
+    mul) serve only flat calls; the vendor's kernel serves the rest, and the
+    routing counters say so."""
+    proc = run_python(_HARNESS + r'''
+seen = []
+def add(a, b, *, alpha=1):
+    seen.append((tuple(a.shape), tuple(b.shape)))
+    return torch.ops.aten.add.Tensor(a, b, alpha=alpha)
+flaggems.install_functions({"add.Tensor": add})
+torch_fl._C._set_flaggems_flat_operand_ops(["add.Tensor"])
+x = torch.arange(6.0).view(2, 3)
+fx = x.to("flagos")
+routing.reset_stats()
+cases = {"flat": (fx, fx), "broadcast": (fx, fx[0]), "transposed": (fx.t(), fx.t().contiguous())}
+for name, (a, b) in cases.items():
+    ca, cb = a.cpu(), b.cpu()
+    got = torch.add(a, b, alpha=2)
+    assert torch.equal(got.cpu(), torch.add(ca, cb, alpha=2)), name
+assert seen == [((2, 3), (2, 3))], seen
+assert routing.stats()["add.Tensor"] == {"flagos": 1, "cpu": 2}, routing.stats()["add.Tensor"]
+torch_fl._C._set_flaggems_flat_operand_ops([])
+torch.add(fx, fx[0])
+assert len(seen) == 2 and seen[-1] == ((2, 3), (3,)), seen
+print("ok")
+''', env_extra={"FLAGOS_FLAGGEMS_FIRST_CALL": "flaggems"})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -231,3 +231,20 @@ def test_default_routes_keep_strided_and_broadcast_inputs_right(case):
     x = torch.randn(16, 24, generator=torch.Generator().manual_seed(2))
     fn = LAYOUT_CASES[case]
     assert_flagos_close(fn(x.to("flagos")), fn(x.cuda()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["mul.Tensor", "add.Tensor"])
+def test_flat_operand_ops_serve_flat_calls_and_leave_the_rest_to_cuda(op):
+    """The Hopper mul reads equal-rank operands as flat arrays; FlagGems' add is
+    slow on broadcast ones: both serve flat calls only, under any routing."""
+    if op not in flaggems.flat_operand_ops():
+        pytest.skip(f"FlagGems does not serve {op} here")
+    fn = torch.mul if op == "mul.Tensor" else torch.add
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(64, 48, generator=g), torch.randn(64, 48, generator=g)
+    cases = {"flat": (x, y), "broadcast": (x[:, :1], y[:1, :]), "transposed": (x.t(), y.t())}
+    routing.reset_stats()
+    with routing.override_ops({op: "flagos"}):
+        for name, (a, b) in cases.items():
+            assert_flagos_close(fn(a.to("flagos"), b.to("flagos")), fn(a.cuda(), b.cuda()), rtol=1.3e-6, atol=1e-5)
+    assert routing.stats()[op] == {"flagos": 1, "cuda": 2}, routing.stats()[op]

@@ -23,6 +23,9 @@ struct OpPlan {
   bool has_native_kernel;
   bool accepts_host_tensors;  // copies: CPU tensors are their inputs
   bool host_dropout;          // native_dropout on the host vendor
+  // FlagGems' kernel serves only calls whose tensor operands are contiguous
+  // and of one shape; others go to the vendor's kernel (flat_operands()).
+  std::atomic<bool> flaggems_flat_operands{false};
   std::atomic<uint64_t> generation;
   // Counters: a route that hands a call on (BoxedRoute's plan is const) counts it.
   mutable std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];

@@ -13,6 +13,7 @@ namespace {
 std::mutex mutex;
 flagos_routing_table_t table = nullptr;
 std::unordered_set<std::string> flaggems_ops;
+std::unordered_set<std::string> flat_operand_ops;
 
 flagos_routing_table_t table_locked() {
   if (!table) FLAGOS_CHECK(flagos_routing_create(&table));
@@ -31,6 +32,11 @@ flagos_backend_t explicit_backend(const std::string& op_name) {
 bool flaggems_default_for(const std::string& op_name) {
   std::lock_guard<std::mutex> lock(mutex);
   return flaggems_ops.count(op_name) > 0;
+}
+
+bool flaggems_needs_flat_operands(const std::string& op_name) {
+  std::lock_guard<std::mutex> lock(mutex);
+  return flat_operand_ops.count(op_name) > 0;
 }
 
 void load(const std::string& config_path, bool read_environ) {
@@ -116,6 +122,14 @@ void set_flaggems_ops(std::vector<std::string> ops) {
   {
     std::lock_guard<std::mutex> lock(mutex);
     flaggems_ops = std::unordered_set<std::string>(ops.begin(), ops.end());
+  }
+  invalidate_plans();
+}
+
+void set_flat_operand_ops(std::vector<std::string> ops) {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    flat_operand_ops = std::unordered_set<std::string>(ops.begin(), ops.end());
   }
   invalidate_plans();
 }

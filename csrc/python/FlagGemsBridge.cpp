@@ -197,6 +197,20 @@ bool writes_arguments(const c10::FunctionSchema& schema) {
   return false;
 }
 
+// Whether every tensor argument is contiguous and all have one shape: what
+// a FlagGems kernel that reads its operands as flat arrays gets right.
+bool flat_operands(const torch::jit::Stack& stack, size_t base) {
+  const at::Tensor* first = nullptr;
+  for (size_t i = base; i < stack.size(); ++i) {
+    if (!stack[i].isTensor()) continue;
+    const at::Tensor& t = stack[i].toTensor();
+    if (!t.defined()) continue;
+    if (!t.is_contiguous() || (first != nullptr && !t.sizes().equals(first->sizes()))) return false;
+    if (first == nullptr) first = &t;
+  }
+  return true;
+}
+
 void run_on_vendor(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
 }
@@ -209,6 +223,10 @@ void restore(torch::jit::Stack* stack, size_t base, const std::vector<c10::IValu
 void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
   const size_t n = op.schema().arguments().size();
   const size_t base = stack->size() - n;
+  if (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(*stack, base)) {
+    run_on_vendor(op, stack);
+    return count_on_native_instead(plan, plan.backend.load(std::memory_order_relaxed));
+  }
   launcher::Lookup look = launcher::lookup(op, plan, *stack);
   if (look.plan) {
     if (!writes_arguments(op.schema())) return launcher::replay(*look.plan, look.tensors, op, stack);
