@@ -160,10 +160,10 @@ def launcher_totals() -> dict:
     ops that ran Python most and why."""
     stats = torch_fl._flaggems.launcher_stats()
     python = sorted(stats.items(), key=lambda kv: -(kv[1]["python"] + kv[1]["recorded"]))
-    return {"first_call": torch_fl._flaggems.first_call(),
+    return {"vendor_calls": torch_fl._flaggems.vendor_calls(),
             "replayed": sum(s["replayed"] for s in stats.values()),
             "python": sum(s["python"] + s["recorded"] for s in stats.values()),
-            "vendor_first_calls": sum(s["vendor"] for s in stats.values()),
+            "on_vendor": sum(s["vendor"] for s in stats.values()),
             "most_python": [(op, s["python"] + s["recorded"], s["signatures"], s["reason"])
                             for op, s in python[:20] if s["python"] + s["recorded"]]}
 

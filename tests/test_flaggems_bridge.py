@@ -22,7 +22,7 @@ _HARNESS = """
 import json, sys, traceback, warnings
 import torch, torch_fl
 from torch_fl import flaggems, routing
-flaggems.set_first_call("flaggems")  # each call runs the stand-in, as the checks expect
+flaggems.set_vendor_calls(0)  # each call runs the stand-in, as the checks expect
 RESULTS = {}
 def check(fn):
     try:
@@ -511,5 +511,5 @@ torch_fl._C._set_flaggems_flat_operand_ops([])
 torch.add(fx, fx[0])
 assert len(seen) == 2 and seen[-1] == ((2, 3), (3,)), seen
 print("ok")
-''', env_extra={"FLAGOS_FLAGGEMS_FIRST_CALL": "flaggems"})
+''', env_extra={"FLAGOS_FLAGGEMS_VENDOR_CALLS": "0"})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

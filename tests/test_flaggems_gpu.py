@@ -14,14 +14,14 @@ requires_flaggems = pytest.mark.skipif(
 pytestmark = [pytest.mark.cuda, pytest.mark.gpu, pytest.mark.flaggems, requires_cuda, requires_flaggems]
 
 @pytest.fixture(autouse=True)
-def _first_calls_in_flaggems():
-    """Each call here runs a FlagGems kernel: a new signature's first call is
-    recorded rather than served by CUDA's kernel (the default), which would
-    leave a test of one call testing CUDA."""
-    kept = flaggems.first_call()
-    flaggems.set_first_call("flaggems")
+def _every_call_in_flaggems():
+    """Each call here runs a FlagGems kernel: a new signature's first calls
+    are recorded rather than served by CUDA's kernel (the default), which
+    would leave a test of a few calls testing CUDA."""
+    kept = flaggems.vendor_calls()
+    flaggems.set_vendor_calls(0)
     yield
-    flaggems.set_first_call(kept)
+    flaggems.set_vendor_calls(kept)
 
 
 # FlagGems' own test tolerances.
@@ -134,23 +134,24 @@ def test_replayed_launches_match_torch_cuda(case, dtype):
 
 
 def test_new_signatures_start_on_cuda_then_replay_flaggems_kernels():
-    """The default first call: a decode step's KV cache grows by one each
-    token, so its cat meets a new signature per token, once per layer."""
-    flaggems.set_first_call("vendor")
+    """A decode step's KV cache grows by one each token, so its cat meets a
+    new signature per token, used once per layer: CUDA's kernel serves
+    those; a signature used more is recorded once, then replayed."""
+    flaggems.set_vendor_calls(3)
     flaggems.forget_launches("cat")
     before = flaggems.launcher_stats().get("cat", {})
     g = torch.Generator().manual_seed(3)
     routing.reset_stats()
     with routing.override_ops({"cat": "flagos"}):
-        for length in range(8, 12):  # tokens
+        for length, layers in [(8, 3), (9, 3), (10, 6)]:  # tokens; the last one's signature outlives 3 calls
             past, new = torch.randn(2, length, 64, generator=g), torch.randn(2, 1, 64, generator=g)
-            for _ in range(4):  # layers
+            for _ in range(layers):
                 got = torch.cat([past.to("flagos"), new.to("flagos")], dim=1)
                 assert_flagos_close(got, torch.cat([past, new], dim=1).cuda(), exact=True)
     st = flaggems.launcher_stats()["cat"]
     delta = {k: st[k] - before.get(k, 0) for k in ("vendor", "recorded", "replayed", "python")}
-    assert delta == {"vendor": 4, "recorded": 4, "replayed": 8, "python": 0}, st
-    assert routing.stats()["cat"] == {"cuda": 4, "flagos": 12}, routing.stats()["cat"]
+    assert delta == {"vendor": 9, "recorded": 1, "replayed": 2, "python": 0}, st
+    assert routing.stats()["cat"] == {"cuda": 9, "flagos": 3}, routing.stats()["cat"]
 
 
 def test_replayed_kernels_follow_the_current_flagos_stream():

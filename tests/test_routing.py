@@ -278,7 +278,7 @@ def test_precedence_at_import(tmp_path):
         out["import"] = [list(e) for e in routing.entries()]
         # Built-in default: FlagGems where it serves the op, else native.
         flaggems.install_functions({{"add.Tensor": lambda a, b, *, alpha=1: torch.add(a, b, alpha=alpha)}})
-        flaggems.set_first_call("flaggems")  # every call runs the stand-in
+        flaggems.set_vendor_calls(0)  # every call runs the stand-in
         out["builtin"] = routing.route_of("add.Tensor")
         routing.packaged_config = lambda vendor=None: Path({str(packaged)!r})
         os.environ.pop("FLAGOS_BACKEND_CONFIG")
@@ -361,7 +361,7 @@ def test_routes_really_change_backend(tmp_path):
             calls.append(a.device.type)
             return torch.add(a, b, alpha=alpha)
         flaggems.install_functions({{"add.Tensor": add, "add.Scalar": lambda a, b, alpha=1: torch.add(a, b, alpha=alpha)}})
-        flaggems.set_first_call("flaggems")  # every call runs the stand-in
+        flaggems.set_vendor_calls(0)  # every call runs the stand-in
         out = {{}}
         x = torch.arange(4.0, device="flagos")
         y = torch.ones(4, device="flagos")

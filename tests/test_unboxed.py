@@ -196,7 +196,7 @@ def test_flaggems_route_gets_aliases_from_unboxed_kernels():
             seen.append([a.device.type, b.device.type])
             return a.add_(b, alpha=alpha)
         flaggems.install_functions({"add.Tensor": add, "add_.Tensor": add_})
-        flaggems.set_first_call("flaggems")  # every call runs the stand-in
+        flaggems.set_vendor_calls(0)  # every call runs the stand-in
         x = torch.arange(6.0, device="flagos").view(2, 3)
         r = x + x
         y = x.clone()
@@ -463,7 +463,7 @@ def test_aliases_python_code_kept_are_not_recycled(op, call):
             kept.append(a)
             return getattr(torch, "{op}".split(".")[0])(a, *args, **kwargs)
         flaggems.install_functions({{"{op}": keep}})
-        flaggems.set_first_call("flaggems")  # every call runs the stand-in
+        flaggems.set_vendor_calls(0)  # every call runs the stand-in
         x = torch.arange(3.0, device="flagos")
         x0 = x.detach()                             # keeps the bytes the kept alias reads
         r = {call}                                  # FlagGems route: Python sees the alias of x

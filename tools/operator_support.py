@@ -189,7 +189,7 @@ def main() -> int:
     os.environ.setdefault("FLAGOS_VENDOR", "host" if args.static else "cuda")
     # A checked call must run FlagGems' kernel, not CUDA's, though its
     # signature is new (the default serves a first call on the vendor's kernel).
-    os.environ["FLAGOS_FLAGGEMS_FIRST_CALL"] = "flaggems"
+    os.environ["FLAGOS_FLAGGEMS_VENDOR_CALLS"] = "0"
     # Which ops FlagGems serves: ask in a child so this process stays CUDA-free for spawn.
     ctx = mp.get_context("spawn")
     from torch.testing._internal.common_methods_invocations import op_db

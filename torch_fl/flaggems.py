@@ -13,13 +13,15 @@ On the ``flagos`` and ``flaggems`` routes a call whose arguments (dtypes,
 shapes, strides, scalars) were seen before skips FlagGems' Python: the C++
 launcher allocates what the function allocated and launches the Triton
 kernels it launched (see torch_fl/_launch_capture.py for what can be
-replayed). A signature's first call runs on the vendor's kernel, its second
-in FlagGems' Python under the recorder, and the rest replay: a signature met
-once (a decode step's growing KV cache makes new ones every token) never
-pays FlagGems' Python. ``FLAGOS_FLAGGEMS_FIRST_CALL=flaggems`` or
-``set_first_call("flaggems")`` records first calls instead, so that every
-call runs a FlagGems kernel (what tests of FlagGems' kernels need); an op
-the vendor lacks is recorded first either way. ``flagos_python`` always
+replayed). The first 64 calls of a signature run on the vendor's kernel,
+the next in FlagGems' Python under the recorder, and the rest replay: a
+record costs ~100 us of Python and a replay saves about a microsecond
+against the vendor's kernel, so signatures that few calls use (a decode
+step's growing KV cache makes new ones every token, used once per layer)
+stay on the vendor's kernel. ``FLAGOS_FLAGGEMS_VENDOR_CALLS=N`` or
+``set_vendor_calls(N)`` sets the count; 0 records first calls, so that
+every call runs a FlagGems kernel (what tests of FlagGems' kernels need).
+An op the vendor lacks is recorded at its first call either way. ``flagos_python`` always
 runs the Python function; ``FLAGOS_FLAGGEMS_LAUNCHER=0`` or
 ``set_launcher_enabled(False)`` turns the launcher off.
 
@@ -139,33 +141,34 @@ def _install(items: List[Tuple[str, Callable]]) -> None:
     _C._set_launch_recorder(_launch_capture.capture)
 
 
-_FIRST_CALL_PLACES = ("vendor", "flaggems")
+def vendor_calls() -> int:
+    """How many calls of a new argument signature the vendor's kernel serves
+    on the flagos and flaggems routes before FlagGems' kernel is recorded;
+    0: every call runs a FlagGems kernel."""
+    return _C._launcher_vendor_calls()
 
 
-def first_call() -> str:
-    """Where a new argument signature's first call runs on the flagos and
-    flaggems routes: "vendor" (the vendor's kernel) or "flaggems"."""
-    return "vendor" if _C._launcher_first_call_on_vendor() else "flaggems"
+def set_vendor_calls(calls: int) -> None:
+    """Sets vendor_calls() for the whole process; signatures seen keep the
+    calls they have had."""
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+        raise ValueError(f"torch_fl.flaggems.set_vendor_calls: {calls!r} is not a count of calls (an int >= 0)")
+    _C._launcher_set_vendor_calls(calls)
 
 
-def set_first_call(where: str) -> None:
-    """Sets first_call() for the whole process; signatures seen stay as they are."""
-    if where not in _FIRST_CALL_PLACES:
-        raise ValueError(f"torch_fl.flaggems.set_first_call: '{where}' is neither 'vendor' nor 'flaggems'")
-    _C._launcher_set_first_call_on_vendor(where == "vendor")
-
-
-def _first_call_from_environment() -> None:
-    where = os.environ.get("FLAGOS_FLAGGEMS_FIRST_CALL", "") or "vendor"
-    if where not in _FIRST_CALL_PLACES:
-        raise ValueError(f"FLAGOS_FLAGGEMS_FIRST_CALL={where} is neither 'vendor' nor 'flaggems'")
-    set_first_call(where)
+def _vendor_calls_from_environment() -> None:
+    word = os.environ.get("FLAGOS_FLAGGEMS_VENDOR_CALLS", "")
+    if not word:
+        return
+    if not word.isdigit():
+        raise ValueError(f"FLAGOS_FLAGGEMS_VENDOR_CALLS={word} is not a count of calls (an int >= 0)")
+    set_vendor_calls(int(word))
 
 
 def setup() -> None:
     """Called by ``import torch_fl``: loads FlagGems when it can run here."""
     global _UNAVAILABLE
-    _first_call_from_environment()
+    _vendor_calls_from_environment()
     reason = _why_not_here(_C._vendor())
     if reason:
         _UNAVAILABLE = reason

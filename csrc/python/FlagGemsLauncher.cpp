@@ -94,14 +94,15 @@ struct KeyHash {
   }
 };
 
-// Vendor: seen once, on the vendor's kernel; Fresh: the next call records;
-// Replay: recorded; Python: given up.
+// Vendor: served by the vendor's kernel so far (`calls` times); Fresh: the
+// next call records; Replay: recorded; Python: given up.
 enum class State { Vendor, Fresh, Replay, Python };
 
 struct Entry {
   State state = State::Fresh;
   std::shared_ptr<const Plan> plan;
   int misses = 0;
+  int64_t calls = 0;  // on the vendor's kernel
 };
 
 struct OpCache {
@@ -118,7 +119,7 @@ auto* caches = new std::unordered_map<const OpPlan*, std::unique_ptr<OpCache>>()
 std::atomic<bool> on{env_flag("FLAGOS_FLAGGEMS_LAUNCHER", /*unset=*/true)};
 std::atomic<bool> keeping{false};
 
-std::atomic<FirstCall> first_call_policy{FirstCall::Vendor};  // set from FLAGOS_FLAGGEMS_FIRST_CALL at import
+std::atomic<int64_t> vendor_call_count{kDefaultVendorCalls};  // FLAGOS_FLAGGEMS_VENDOR_CALLS, set at import
 
 // FLAGOS_LAUNCHER_LOG=1: one line per signature given up, with the reason.
 bool log_enabled() {
@@ -364,8 +365,11 @@ void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
 
 bool enabled() { return on.load(std::memory_order_relaxed); }
 void set_enabled(bool value) { on.store(value); }
-FirstCall first_call() { return first_call_policy.load(std::memory_order_relaxed); }
-void set_first_call(FirstCall where) { first_call_policy.store(where); }
+int64_t vendor_calls() { return vendor_call_count.load(std::memory_order_relaxed); }
+void set_vendor_calls(int64_t calls) {
+  TORCH_CHECK(calls >= 0, "flagos: the vendor's kernel cannot serve ", calls, " calls of a signature");
+  vendor_call_count.store(calls);
+}
 
 void count_python_call(const OpPlan& plan) {
   std::lock_guard<std::mutex> lock(mutex);
@@ -396,22 +400,28 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
       cache.entries.clear();
       cache.flushed.fetch_add(1, std::memory_order_relaxed);
     }
-    // A signature met once (a decode step's growing KV cache meets new
-    // ones every token) costs FlagGems' Python ~100 us; the vendor's kernel
-    // serves it for a few, and the launcher records its next call.
-    if (first_call() == FirstCall::Vendor && plan.has_native_kernel) {
-      cache.entries.emplace(std::move(key.key), Entry{State::Vendor, nullptr, 0});
+    const bool on_vendor = vendor_calls() > 0 && plan.has_native_kernel;
+    it = cache.entries.emplace(key.key, Entry{on_vendor ? State::Vendor : State::Fresh, nullptr, 0, 0}).first;
+  }
+  Entry& entry = it->second;
+  if (entry.state == State::Vendor) {
+    // A record costs FlagGems' Python (~100 us) and a replay saves about a
+    // microsecond against the vendor's kernel, so a signature that a few
+    // dozen calls use (a decode step's growing KV cache makes new ones
+    // every token, used once per layer) is left to the vendor's kernel.
+    if (entry.calls < vendor_calls()) {
+      ++entry.calls;
       cache.vendor.fetch_add(1, std::memory_order_relaxed);
       out.vendor = true;
       return out;
     }
-    cache.entries.emplace(key.key, Entry{State::Fresh, nullptr, 0});
-    out.record = true;
-  } else if (it->second.state == State::Replay) {
-    out.plan = it->second.plan;
+    entry.state = State::Fresh;
+  }
+  if (entry.state == State::Replay) {
+    out.plan = entry.plan;
     cache.replayed.fetch_add(1, std::memory_order_relaxed);
   } else {
-    out.record = it->second.state != State::Python;
+    out.record = entry.state != State::Python;
   }
   if (out.record) out.key = std::move(key.key);
   if (out.plan || out.record) out.tensors = std::move(key.tensors);

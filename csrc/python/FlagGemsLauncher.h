@@ -5,10 +5,9 @@
 // that take a few. For an argument signature it has seen (op, dtypes,
 // shapes, strides, pointer alignment, aliasing, scalar values, device),
 // the launcher allocates what the function allocated and launches the
-// kernels it launched, with the new pointers, from C++. A new signature's
-// first call runs on the vendor's kernel (or, under
-// FLAGOS_FLAGGEMS_FIRST_CALL=flaggems or for an op the vendor lacks, is
-// recorded); its next call runs the Python function under
+// kernels it launched, with the new pointers, from C++. The first
+// vendor_calls() calls of a new signature run on the vendor's kernel (none
+// for an op the vendor lacks); the next runs the Python function under
 // torch_fl/_launch_capture.py, which records it; later calls replay.
 #pragma once
 
@@ -30,7 +29,7 @@ struct Plan;
 struct Lookup {
   std::shared_ptr<const Plan> plan;  // set: replay it
   bool record = false;               // run the function under the recorder
-  bool vendor = false;               // run the vendor's kernel: a signature's first call
+  bool vendor = false;               // run the vendor's kernel: one of a signature's first calls
   std::vector<int64_t> key;
   // With a plan or a record: the tensor arguments in stack order (lists
   // flattened, an absent optional tensor undefined), as records index them.
@@ -40,12 +39,12 @@ struct Lookup {
 bool enabled();
 void set_enabled(bool on);
 
-// Where a new signature's first call runs: on the vendor's kernel (the
-// default: a signature met once never pays for FlagGems' Python), or in
-// FlagGems, recorded (its kernels tested on every call).
-enum class FirstCall { Vendor, FlagGems };
-FirstCall first_call();
-void set_first_call(FirstCall where);
+// How many calls of a new signature the vendor's kernel serves before the
+// next is recorded: a signature used less never pays for FlagGems' Python.
+// 0: the first call is recorded, and every call runs a FlagGems kernel.
+constexpr int64_t kDefaultVendorCalls = 64;
+int64_t vendor_calls();
+void set_vendor_calls(int64_t calls);  // throws for a negative count
 
 // The arguments are the last schema().arguments().size() entries of stack.
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack);

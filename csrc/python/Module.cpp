@@ -203,10 +203,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("_launcher_enabled", &launcher::enabled);
   m.def("_launcher_set_enabled", &launcher::set_enabled);
   m.def("_launcher_stats", &launcher::stats);
-  m.def("_launcher_first_call_on_vendor", [] { return launcher::first_call() == launcher::FirstCall::Vendor; });
-  m.def("_launcher_set_first_call_on_vendor", [](bool vendor) {
-    launcher::set_first_call(vendor ? launcher::FirstCall::Vendor : launcher::FirstCall::FlagGems);
-  });
+  m.def("_launcher_vendor_calls", &launcher::vendor_calls);
+  m.def("_launcher_set_vendor_calls", &launcher::set_vendor_calls);
   m.def("_launcher_forget", &launcher::forget, py::arg("op") = "");
   m.def("_launcher_keep_launches", &launcher::keep_launches);
   m.def("_launcher_kept_launches", &launcher::recorded_launches);
