@@ -76,6 +76,16 @@ def test_decode_profile_joins_both_devices_by_op(tmp_path):
     assert "extra us" in stdout
 
 
+def test_decode_profile_of_python_functions_takes_turns(tmp_path):
+    out = tmp_path / "python_profile.json"
+    stdout = _run("tools/decode_profile.py", "--python", "--rounds", "2", "--rows", "5", "--out", str(out))
+    profile = json.loads(out.read_text())
+    rows = [r for r in profile["rows"] if "modeling_qwen3.py" in r["op"] and "(forward)" in r["op"]]
+    # The same model code runs on both devices, as often: averaged calls stay whole numbers.
+    assert rows and all(r["ref_calls"] == r["flagos_calls"] > 0 for r in rows), rows
+    assert "(2 rounds)" in stdout and profile["flagos_total_us"] > 0
+
+
 def test_decode_profile_profiles_a_training_step(tmp_path):
     out = tmp_path / "train_profile.json"
     stdout = _run("tools/decode_profile.py", "--train", "--rows", "5", "--out", str(out))

@@ -8,15 +8,19 @@ on each, joined by op name and sorted by the time flagos adds.
 
 The decode step's reference runs in the same process; the training step's
 in a clean one (torch CUDA cannot run backward where a PrivateUse1 backend
-is registered). The two sides run one after the other, the reference first, and that
-order shows: on an H100 (2026-11-26) the reference's pure-Python functions
-(nn.Module.__getattr__, config attribute reads) took 30-45 % longer than
-the same functions on flagos a moment later, so compare rows against that
-baseline, not against zero. A row's "calls" are the op's own calls plus the calls made
+is registered). A decode profile taken right after the other target's reads differently:
+on an H100 (2026-11-26), profiled one after the other with the reference
+first, the reference's pure-Python functions (nn.Module.__getattr__, config
+attribute reads) took 30-45 % longer than the same functions on flagos. So
+the decode profiles take turns over --rounds rounds, the first target
+swapped each round, and are averaged; the training profile runs its
+reference in another process first, so compare its host rows against
+such a baseline, not against zero. A row's "calls" are the op's own calls plus the calls made
 inside it; "self us" is time not spent in a nested op, so on flagos it holds the
 routing kernel's cost as well as the vendor kernel's launch.
 """
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -127,6 +131,26 @@ def profile_python(step, device: str, steps: int = 20, warmup: int = 4) -> dict:
     return table
 
 
+def alternate(profiler, ref_step, flg_step, reference: str, routing_name: str, rounds: int) -> tuple:
+    """The two targets' profiles averaged over `rounds` rounds in which they
+    take turns, the one that goes first swapped each round: a profile taken
+    right after the other target's reads 30-45 % differently (see above)."""
+    totals = ({}, {})
+    for r in range(rounds):
+        turns = [(0, ref_step, reference), (1, flg_step, "flagos")]
+        for side, step, device in (turns if r % 2 == 0 else turns[::-1]):
+            with routing.preset(routing_name) if side else contextlib.nullcontext():
+                table = profiler(step, device)
+            for key, row in table.items():
+                acc = totals[side].setdefault(key, {k: 0.0 for k in row})
+                for k, v in row.items():
+                    acc[k] = acc.get(k, 0.0) + v / rounds
+    for side in totals:
+        for row in side.values():
+            row["calls"] = int(round(row["calls"]))
+    return totals
+
+
 def loop(op: str, device: str, calls: int) -> None:
     """One op many times, for a sampling profiler."""
     a = torch.randn(1024, 1024, device=device, dtype=torch.bfloat16)
@@ -149,6 +173,9 @@ def main() -> None:
     parser.add_argument("--device", default="flagos")
     parser.add_argument("--calls", type=int, default=100000)
     parser.add_argument("--train", action="store_true", help="profile an AdamW step instead")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="decode profiles per target, the targets taking turns (the first one swapped each "
+                             "round), averaged")
     parser.add_argument("--python", action="store_true",
                         help="profile the decode step's Python functions (cProfile) instead of its ATen ops")
     args = parser.parse_args()
@@ -168,11 +195,12 @@ def main() -> None:
         table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"])
     else:
         profiler = profile_python if args.python else profile_ops
-        ref = profiler(decode_step(base, reference, dtype, 128), reference)
+        ref_step = decode_step(base, reference, dtype, 128)
         with routing.preset(args.routing):
-            flg = profiler(decode_step(base, "flagos", dtype, 128), "flagos")
+            flg_step = decode_step(base, "flagos", dtype, 128)
+        ref, flg = alternate(profiler, ref_step, flg_step, reference, args.routing, args.rounds)
         what = "Python functions" if args.python else "ATen ops"
-        table = compare(f"Qwen3 {size} decode step, {what}", ref, flg, args.rows)
+        table = compare(f"Qwen3 {size} decode step, {what} ({args.rounds} rounds)", ref, flg, args.rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"reference": reference, "routing": args.routing, "size": size,
                                               "train": args.train, **table}, indent=1))
