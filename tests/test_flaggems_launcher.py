@@ -275,6 +275,25 @@ def test_a_full_signature_table_is_dropped_not_left_to_python():
     assert len(kept) == 1, kept
 
 @check
+def test_a_full_table_drops_signatures_not_recorded_and_keeps_the_replayed_ones():
+    flaggems.forget_launches("neg")
+    flaggems.set_vendor_calls(2)
+    try:
+        steady = torch.zeros(3000, dtype=torch.float64, device=dev)
+        for _ in range(3):  # two on the vendor's kernel, then the record
+            torch.neg(steady)
+        before, flushed = calls["neg"], flaggems.launcher_stats()["neg"]["flushed"]
+        for n in range(1, 1026):  # one call each, on the vendor's kernel: the table fills at n = 1023
+            torch.neg(torch.zeros(n, dtype=torch.float64, device=dev))
+        st = flaggems.launcher_stats()["neg"]
+        # The drop kept the recorded signature; n = 1024 and 1025 came after it.
+        assert st["flushed"] == flushed + 1 and st["replayable_signatures"] == 1 and st["signatures"] == 3, st
+        _, kept = replayed(lambda: torch.neg(steady))
+        assert calls["neg"] == before and len(kept) == 1, (calls["neg"], before, kept)
+    finally:
+        flaggems.set_vendor_calls(0)
+
+@check
 def test_an_absent_optional_tensor_keeps_the_places_of_the_others():
     x, m = torch.randn(5, device=dev), torch.zeros(5, device=dev)
     assert torch.equal(torch.clamp(x, max=m).cpu(), x.cpu().clamp(max=0))
@@ -408,6 +427,7 @@ CHECKS = [
     "test_first_calls_on_the_vendor_then_one_record_then_replays",
     "test_a_first_call_the_vendor_refuses_runs_in_flaggems",
     "test_a_full_signature_table_is_dropped_not_left_to_python",
+    "test_a_full_table_drops_signatures_not_recorded_and_keeps_the_replayed_ones",
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
     "test_random_ops_are_never_recorded_even_when_reseeded",

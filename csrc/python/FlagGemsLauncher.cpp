@@ -11,6 +11,7 @@
 #include <torch/csrc/Dtype.h>
 
 #include <algorithm>
+#include <iterator>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -77,9 +78,9 @@ struct Plan {
 
 namespace {
 
-// Per op. A new signature past it drops the op's signatures (a long
-// generation makes new ones every token) rather than leave later ones to
-// Python.
+// Per op. A new signature past it drops the signatures not recorded yet (a
+// long generation makes new ones every token), or, if every one is, all of
+// them, rather than leave later ones to Python.
 constexpr size_t kMaxSignatures = 1024;
 // A record refused for a reason that may not come back (an autotuning first
 // call benchmarks its configurations) is retried: a signature is given up
@@ -142,6 +143,17 @@ bool draws_random_numbers(const c10::OperatorHandle& op) {
     if (type->kind() == c10::TypeKind::GeneratorType) return true;
   }
   return false;
+}
+
+// Keeps the recorded and given-up signatures (what a steady workload uses)
+// while there is room for new ones.
+void drop_signatures(OpCache& cache) {
+  for (auto it = cache.entries.begin(); it != cache.entries.end();) {
+    const State s = it->second.state;
+    it = (s == State::Vendor || s == State::Fresh) ? cache.entries.erase(it) : std::next(it);
+  }
+  if (cache.entries.size() >= kMaxSignatures / 2) cache.entries.clear();
+  cache.flushed.fetch_add(1, std::memory_order_relaxed);
 }
 
 OpCache& cache_of(const OpPlan& plan) {
@@ -396,10 +408,7 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   if (cache.random) return out;
   auto it = cache.entries.find(key.key);
   if (it == cache.entries.end()) {
-    if (cache.entries.size() >= kMaxSignatures) {
-      cache.entries.clear();
-      cache.flushed.fetch_add(1, std::memory_order_relaxed);
-    }
+    if (cache.entries.size() >= kMaxSignatures) drop_signatures(cache);
     const bool on_vendor = vendor_calls() > 0 && plan.has_native_kernel;
     it = cache.entries.emplace(key.key, Entry{on_vendor ? State::Vendor : State::Fresh, nullptr, 0, 0}).first;
   }
