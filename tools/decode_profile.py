@@ -142,9 +142,9 @@ def alternate(profiler, ref_step, flg_step, reference: str, routing_name: str, r
             with routing.preset(routing_name) if side else contextlib.nullcontext():
                 table = profiler(step, device)
             for key, row in table.items():
-                acc = totals[side].setdefault(key, {k: 0.0 for k in row})
+                acc = totals[side].setdefault(key, dict.fromkeys(row, 0.0))
                 for k, v in row.items():
-                    acc[k] = acc.get(k, 0.0) + v / rounds
+                    acc[k] += v / rounds
     for side in totals:
         for row in side.values():
             row["calls"] = int(round(row["calls"]))

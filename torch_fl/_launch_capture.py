@@ -10,8 +10,9 @@ kernel gets a pointer outside the arguments and the recorded allocations
 (a cached tensor), when a launch needs Triton features the launcher does
 not reproduce (scratch memory, clusters, cooperative or PDL launches,
 tensor descriptors), or when a result is not a tensor. The C++ side runs a
-signature's first call on the vendor's kernel (a signature met once never
-pays for a record), records its second, and replays the rest. One record is
+signature's first calls on the vendor's kernel (64 by default, so that a
+signature used a few times never pays for a record), records the next, and
+replays the rest. One record is
 enough because what could change between two calls with the same arguments
 is refused here or never recorded: random ops (known by their schema) are
 never recorded; an autotuning call (it benchmarks configurations) is

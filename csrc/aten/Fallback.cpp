@@ -26,6 +26,11 @@
 #include "runtime/Generator.h"
 
 namespace torch_fl {
+
+void invoke_native(const c10::OperatorHandle& op, const OpPlan&, torch::jit::Stack* stack) {
+  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+}
+
 namespace {
 
 bool is_optional_generator(const c10::Argument& arg) {
@@ -111,10 +116,6 @@ struct MutatedArg {
   at::Tensor flagos;
   at::Tensor alias;
 };
-
-void invoke_native(const c10::OperatorHandle& op, const OpPlan&, torch::jit::Stack* stack) {
-  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
-}
 
 // native_dropout(input, p, train) has no generator argument, so the CPU
 // kernel would draw from the global CPU generator; on the host vendor draw

@@ -75,6 +75,8 @@ std::vector<std::string> unboxed_ops();
 
 // Runs an op whose flagos arguments are already aliased as native tensors.
 using BoxedRoute = void (*)(const c10::OperatorHandle&, const OpPlan&, torch::jit::Stack*);
+// The vendor's own kernel.
+void invoke_native(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack);
 // FlagGems routes call FlagGems' Python functions; the Python bridge
 // installs the invoker when FlagGems loads. Throws if it is missing.
 void set_flaggems_invoker(BoxedRoute invoke);

@@ -211,8 +211,11 @@ bool flat_operands(const torch::jit::Stack& stack, size_t base) {
   return true;
 }
 
-void run_on_vendor(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  op.redispatchBoxed(c10::DispatchKeySet(native_dispatch_key()), stack);
+// A call routed to FlagGems that the vendor's kernel serves: the counters
+// say so.
+void serve_on_vendor(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
+  invoke_native(op, plan, stack);
+  count_on_native_instead(plan, plan.backend.load(std::memory_order_relaxed));
 }
 
 void restore(torch::jit::Stack* stack, size_t base, const std::vector<c10::IValue>& saved) {
@@ -224,8 +227,7 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
   const size_t n = op.schema().arguments().size();
   const size_t base = stack->size() - n;
   if (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(*stack, base)) {
-    run_on_vendor(op, stack);
-    return count_on_native_instead(plan, plan.backend.load(std::memory_order_relaxed));
+    return serve_on_vendor(op, plan, stack);
   }
   launcher::Lookup look = launcher::lookup(op, plan, *stack);
   if (look.plan) {
@@ -239,9 +241,7 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
   std::vector<c10::IValue> saved(stack->begin() + base, stack->end());
   if (look.vendor) {
     try {
-      run_on_vendor(op, stack);
-      count_on_native_instead(plan, plan.backend.load(std::memory_order_relaxed));
-      return;
+      return serve_on_vendor(op, plan, stack);
     } catch (const c10::Error&) {
       restore(stack, base, saved);  // FlagGems may serve what the vendor does not
     }
@@ -261,7 +261,7 @@ void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::j
               plan.name, ": ", failure);
   warn_once(plan, failure);
   restore(stack, base, saved);
-  run_on_vendor(op, stack);
+  invoke_native(op, plan, stack);
 }
 
 }  // namespace
