@@ -35,6 +35,21 @@ def cases(dev: str, dtype):
     scores = r(16, 1, 128)
     keys = r(16, 128, 128)
     out = torch.empty_like(h)
+    norm_w = r(1024)
+    cos, sin = r(1, 1, 1, 128), r(1, 1, 1, 128)
+
+    # Whole blocks of a decoder layer, whose every op takes the fresh tensor
+    # the one before it made, as in a model (a loop over one op reuses its
+    # arguments, and their aliases).
+    def rms_norm():  # 8 routed ops
+        x = h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return norm_w * x.to(dtype)
+
+    def rotary():  # 6 routed ops, as transformers' apply_rotary_pos_emb
+        x1, x2 = q[..., :64], q[..., 64:]
+        return q * cos + torch.cat((-x2, x1), dim=-1) * sin
+
     return {
         "add": lambda: h + h2,
         "add_ (in place)": lambda: out.add_(h),
@@ -51,6 +66,8 @@ def cases(dev: str, dtype):
         "bmm scores": lambda: torch.bmm(scores, keys),
         "softmax": lambda: torch.softmax(scores, -1),
         "silu": lambda: torch.nn.functional.silu(h),
+        "RMSNorm block (8 ops)": rms_norm,
+        "rotary block (6 ops)": rotary,
         "view (not routed)": lambda: h.view(1024),
         "empty (not routed)": lambda: torch.empty(1, 1, 1024, device=dev, dtype=dtype),
     }

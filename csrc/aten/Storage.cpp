@@ -43,6 +43,16 @@ c10::Storage take_cuda_bytes(c10::StorageImpl* native, c10::DeviceIndex device) 
       /*resizable=*/true));
 }
 
+// The same for a storage that nothing else refers to: it is relabelled in
+// place, a StorageImpl allocated and another freed less per result.
+void relabel_cuda_storage(c10::StorageImpl* native, c10::DeviceIndex device) {
+  c10::DataPtr data = native->set_data_ptr(c10::DataPtr(nullptr, native->device()));
+  data.unsafe_set_device(flagos_device(device));
+  native->set_data_ptr_noswap(std::move(data));
+  native->set_allocator(device_allocator());
+  native->set_resizable(true);
+}
+
 // Holds a native storage alive for as long as a flagos storage uses its
 // bytes, when the native storage is shared and its DataPtr cannot be taken.
 void release_native_storage(void* ctx) {
@@ -193,9 +203,9 @@ at::Tensor NativeScope::alias_borrowed(const at::Tensor& t) {
 constexpr size_t kScanEntries = 16;
 
 const NativeScope::Entry* NativeScope::find_entry(const void* key) const {
-  if (!index_.empty()) {
-    auto it = index_.find(key);
-    return it == index_.end() ? nullptr : &entries_[it->second];
+  if (index_) {
+    auto it = index_->find(key);
+    return it == index_->end() ? nullptr : &entries_[it->second];
   }
   for (const auto& e : entries_) {
     if (e.flagos_tensor->unsafeGetTensorImpl() == key || e.flagos() == key ||
@@ -210,14 +220,15 @@ void NativeScope::add_entry(Entry entry) {
   entries_.push_back(std::move(entry));
   if (entries_.size() <= kScanEntries) return;
   // The first entry under a key wins, as it does for the scan.
-  const size_t first = index_.empty() ? 0 : entries_.size() - 1;
+  const size_t first = index_ ? entries_.size() - 1 : 0;
+  if (!index_) index_.emplace();
   for (size_t i = first; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
     for (const void* key : {static_cast<const void*>(e.flagos_tensor->unsafeGetTensorImpl()),
                             static_cast<const void*>(e.flagos()),
                             static_cast<const void*>(e.alias.unsafeGetTensorImpl()),
                             static_cast<const void*>(e.native())}) {
-      index_.emplace(key, i);
+      index_->emplace(key, i);
     }
   }
 }
@@ -230,26 +241,41 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
   if (const Entry* same = find_entry(t.unsafeGetTensorImpl())) return same->alias;
   const Entry* shared = find_entry(storage);
   at::Tensor alias = recycled_alias(t);
-  const c10::StorageImpl* recycled_storage = alias.defined() ? alias.storage().unsafeGetStorageImpl() : nullptr;
+  auto* impl = alias.defined() ? alias.unsafeGetTensorImpl() : nullptr;
+  c10::StorageImpl* recycled_storage = impl ? impl->storage().unsafeGetStorageImpl() : nullptr;
+  const c10::Device native = native_device(device_);
   // Arguments over one flagos storage get aliases over one native storage,
   // so the kernel sees that they overlap, as they do. A recycled alias
   // keeps its native storage only while it is over the bytes the tensor has
-  // now (set_() and resize_ may have replaced them since).
+  // now (set_() and resize_ may have replaced them since), or is repointed
+  // there when the alias alone holds it.
   c10::Storage alias_storage;
   if (shared) {
     if (recycled_storage != shared->native()) alias_storage = shared->alias.storage();
   } else {
     void* data = const_cast<c10::StorageImpl*>(storage)->mutable_data();
     begin_access(data);
-    if (!recycled_storage || recycled_storage->data() != data || recycled_storage->nbytes() != storage->nbytes() ||
-        recycled_storage->device() != alias.device()) {
+    if (!recycled_storage || alias.device() != native) {
       alias_storage = native_storage_over(data, storage->nbytes(), device_);
+    } else if (recycled_storage->data() != data || recycled_storage->nbytes() != storage->nbytes()) {
+      if (c10::raw::intrusive_ptr::use_count(recycled_storage) == 1) {
+        recycled_storage->set_data_ptr_noswap(c10::DataPtr(data, native));
+        recycled_storage->set_nbytes(storage->nbytes());
+      } else {
+        alias_storage = native_storage_over(data, storage->nbytes(), device_);
+      }
     }
   }
-  if (alias.defined()) {
-    auto* impl = alias.unsafeGetTensorImpl();
-    if (alias_storage) impl->set_storage_keep_dtype(std::move(alias_storage));
-    impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
+  if (impl) {
+    if (alias_storage) {
+      impl->set_storage_and_dtype(std::move(alias_storage), t.dtype());
+    } else if (alias.dtype() != t.dtype()) {
+      impl->set_storage_and_dtype(impl->storage(), t.dtype());
+    }
+    if (impl->sizes() != t.sizes() || impl->strides() != t.strides() ||
+        impl->storage_offset() != t.storage_offset()) {
+      impl->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
+    }
   } else {
     alias = at::detail::make_tensor<c10::TensorImpl>(std::move(alias_storage),
                                                      c10::DispatchKeySet(native_dispatch_key()), t.dtype());
@@ -260,12 +286,16 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
 }
 
 at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
+  // Any alias the slot holds will do, not only the one that stood for `t`:
+  // make_alias() repoints it in full. A fresh activation (a new TensorImpl
+  // each call) so takes an alias another fresh tensor left, and pays for
+  // neither a TensorImpl nor, when the alias holds its storage alone, a
+  // StorageImpl.
   RecycledAlias& slot = recycled_slot(t.unsafeGetTensorImpl());
-  if (slot.flagos != t.unsafeGetTensorImpl() || !slot.alias.defined()) return at::Tensor();
+  if (!slot.alias.defined()) return at::Tensor();
   at::Tensor alias = std::move(slot.alias);
   slot.flagos = nullptr;
-  if (alias.use_count() != 1 || alias.dtype() != t.dtype() ||
-      !same_flags(alias.unsafeGetTensorImpl(), t.unsafeGetTensorImpl()) || alias.device() != native_device(device_)) {
+  if (alias.use_count() != 1 || !same_flags(alias.unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
     return at::Tensor();
   }
   return alias;
@@ -343,7 +373,12 @@ at::Tensor NativeScope::to_flagos(at::Tensor&& result) {
   }
   // No other result can share a storage that only this tensor holds, so
   // adopt()'s searches are skipped (a foreach op returns hundreds).
-  impl->set_storage_keep_dtype(host_ ? copy_host_bytes(storage, device_) : take_cuda_bytes(storage, device_));
+  if (host_) {
+    impl->set_storage_keep_dtype(copy_host_bytes(storage, device_));
+  } else {
+    relabel_cuda_storage(storage, device_);
+    impl->set_storage_keep_dtype(impl->storage());  // device_opt_ follows the storage's new device
+  }
   impl->_change_backend_component_keys(flagos_device(device_));
   return std::move(result);
 }

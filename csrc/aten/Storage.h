@@ -12,6 +12,8 @@
 #include <c10/util/SmallVector.h>
 #include <c10/util/flat_hash_map.h>
 
+#include <optional>
+
 #include "common.h"
 
 namespace torch_fl {
@@ -108,8 +110,9 @@ class NativeScope {
   // A scope over a tensor list (an optimizer's foreach ops alias every
   // parameter, gradient and state tensor: over a thousand) finds entries by
   // hash instead of scanning them. Keys: the flagos tensor, the flagos
-  // storage, the alias and the native storage of each entry.
-  ska::flat_hash_map<const void*, size_t> index_;
+  // storage, the alias and the native storage of each entry. Built only
+  // then: an empty flat_hash_map allocates, and most scopes alias a few.
+  std::optional<ska::flat_hash_map<const void*, size_t>> index_;
   c10::SmallVector<Adopted, 2> adopted_;
   c10::SmallVector<const void*, 4> accessed_;
 };
