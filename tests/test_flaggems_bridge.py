@@ -486,10 +486,12 @@ def test_real_flaggems_config_capture(tmp_path):
 
 
 
-def test_flat_operand_ops_send_broadcast_and_strided_calls_to_the_vendor():
+@pytest.mark.parametrize("unboxed", ["1", "0"], ids=["unboxed route", "boxed route"])
+def test_flat_operand_ops_send_broadcast_and_strided_calls_to_the_vendor(unboxed):
     """FlagGems kernels that read their operands as flat arrays (the Hopper
     mul) serve only flat calls; the vendor's kernel serves the rest, and the
-    routing counters say so."""
+    routing counters say so. The unboxed route decides before boxing, the
+    FlagGems bridge for the boxed one."""
     proc = run_python(_HARNESS + r'''
 seen = []
 def add(a, b, *, alpha=1):
@@ -510,6 +512,7 @@ assert routing.stats()["add.Tensor"] == {"flagos": 1, "cpu": 2}, routing.stats()
 torch_fl._C._set_flaggems_flat_operand_ops([])
 torch.add(fx, fx[0])
 assert len(seen) == 2 and seen[-1] == ((2, 3), (3,)), seen
+assert ("add.Tensor" in torch_fl._C._unboxed_ops()) == UNBOXED
 print("ok")
-''', env_extra={"FLAGOS_FLAGGEMS_VENDOR_CALLS": "0"})
+'''.replace("UNBOXED", str(unboxed == "1")), env_extra={"FLAGOS_FLAGGEMS_VENDOR_CALLS": "0", "FLAGOS_UNBOXED_OPS": unboxed})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

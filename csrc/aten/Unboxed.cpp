@@ -72,6 +72,37 @@ struct Scan {
   }
 };
 
+// Whether every defined tensor argument is contiguous and all have one
+// shape (the FlagGems bridge's flat_operands(), on unboxed arguments).
+struct FlatOperands {
+  const at::Tensor* first = nullptr;
+  bool flat = true;
+
+  void see(const at::Tensor& t) {
+    if (!flat || !t.defined()) return;
+    if (!t.is_contiguous() || (first != nullptr && !t.sizes().equals(first->sizes()))) flat = false;
+    if (first == nullptr) first = &t;
+  }
+  void see(const std::optional<at::Tensor>& t) {
+    if (t.has_value()) see(*t);
+  }
+  void see(const at::ITensorListRef& list) {
+    for (const at::Tensor& t : list) see(t);
+  }
+  void see(at::TensorList list) {
+    for (const at::Tensor& t : list) see(t);
+  }
+  template <class T>
+  void see(const T&) {}
+
+  template <class... Args>
+  static bool of(const Args&... args) {
+    FlatOperands f;
+    (f.see(args), ...);
+    return f.flat;
+  }
+};
+
 // A tensor list's aliases, passed on as the list type the op takes. Inline
 // room for a KV-cache cat's few tensors: no heap allocation per call.
 struct AliasedList {
@@ -202,8 +233,12 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     plan.calls[backend].fetch_add(1, std::memory_order_relaxed);
     BoxedRoute invoke = flaggems ? flaggems_invoker(plan) : nullptr;
     // As the boxed route does: complex tensors and strided written tensors
-    // go to the vendor's kernel (Fallback.cpp says why).
-    if (invoke && (scan.complex || writes_strided(std::index_sequence_for<Args...>{}, args...))) {
+    // go to the vendor's kernel (Fallback.cpp says why); so do calls of an
+    // op whose FlagGems kernel needs flat operands, when they are not (as
+    // the FlagGems bridge would decide, but unboxed: a broadcast mul of a
+    // decoder layer skips boxing its arguments twice).
+    if (invoke && (scan.complex || writes_strided(std::index_sequence_for<Args...>{}, args...) ||
+                   (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !FlatOperands::of(args...)))) {
       invoke = nullptr;
       count_on_native_instead(plan, backend);
     }
