@@ -5,6 +5,7 @@ on each, joined by op name and sorted by the time flagos adds.
     python tools/decode_profile.py [--routing native|default] [--rows 30] [--out profile.json]
     python tools/decode_profile.py --loop mm --device flagos --calls 200000   # a loop to run under perf
     python tools/decode_profile.py --train [--routing default]   # one AdamW step, by op
+    python tools/decode_profile.py --prefill [--routing default]   # a prompt's forward: host and kernel time
 
 The decode step's reference runs in the same process; the training step's
 in a clean one (torch CUDA cannot run backward where a PrivateUse1 backend
@@ -21,6 +22,7 @@ routing kernel's cost as well as the vendor kernel's launch.
 """
 import argparse
 import contextlib
+import functools
 import json
 import sys
 from pathlib import Path
@@ -36,23 +38,30 @@ from torch_fl.models import qwen3  # noqa: E402
 from _common import sync  # noqa: E402
 
 
-def decode_step(base, device: str, dtype, prefill: int):
+def decode_step(base, device: str, dtype, prefill: int, prefill_only: bool = False):
     prompt = qwen3.random_tokens(1, prefill, qwen3.vocab_size(base), seed=1).to(device)
     decoder = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt)
+    if prefill_only:
+        return decoder.prefill
     decoder.start()
     return decoder.decode
 
 
-def profile_ops(step, device: str, warmup: int = 4) -> dict:
+def profile_ops(step, device: str, warmup: int = 4, kernels: bool = False) -> dict:
+    """One step's op table; with `kernels`, CUDA kernels' device time too
+    (the warm-up runs past a FlagGems signature's vendor calls, so that
+    its kernels are the replayed ones)."""
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(warmup):
         step()
     sync(device)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if kernels and torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
         step()
         sync(device)
-    return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total}
+    return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
+                    "device_us": getattr(e, "self_device_time_total", 0.0)}
             for e in prof.key_averages()}
 
 
@@ -176,6 +185,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4,
                         help="decode profiles per target, the targets taking turns (the first one swapped each "
                              "round), averaged")
+    parser.add_argument("--prefill", action="store_true",
+                        help="profile a 128-token prefill (host and kernel times) instead of a decode step")
     parser.add_argument("--python", action="store_true",
                         help="profile the decode step's Python functions (cProfile) instead of its ATen ops")
     args = parser.parse_args()
@@ -194,13 +205,19 @@ def main() -> None:
         table = compare(f"Qwen3 {size} AdamW step", ref["ops"], flg["ops"], args.rows)
         table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"])
     else:
-        profiler = profile_python if args.python else profile_ops
-        ref_step = decode_step(base, reference, dtype, 128)
+        if args.python:
+            profiler = profile_python
+        elif args.prefill:
+            profiler = functools.partial(profile_ops, warmup=70, kernels=True)
+        else:
+            profiler = profile_ops
+        ref_step = decode_step(base, reference, dtype, 128, prefill_only=args.prefill)
         with routing.preset(args.routing):
-            flg_step = decode_step(base, "flagos", dtype, 128)
+            flg_step = decode_step(base, "flagos", dtype, 128, prefill_only=args.prefill)
         ref, flg = alternate(profiler, ref_step, flg_step, reference, args.routing, args.rounds)
         what = "Python functions" if args.python else "ATen ops"
-        table = compare(f"Qwen3 {size} decode step, {what} ({args.rounds} rounds)", ref, flg, args.rows)
+        step_name = "128-token prefill" if args.prefill else "decode step"
+        table = compare(f"Qwen3 {size} {step_name}, {what} ({args.rounds} rounds)", ref, flg, args.rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"reference": reference, "routing": args.routing, "size": size,
                                               "train": args.train, **table}, indent=1))

@@ -95,6 +95,11 @@ run_step() {
                done; done
                tail -n +1 /tmp/perf.*.txt > "$OUT/perf.txt"; echo "perf tables in perf.txt"
              else echo "no perf on this machine"; fi ;;
+    # A 128-token prefill's host time by op and kernel time by kernel
+    # (replayed FlagGems kernels against CUDA's).
+    profile-prefill) for r in ${PROFILE_ROUTINGS:-default}; do
+                       timeout 200 .venv/bin/python tools/decode_profile.py --prefill --rounds ${PROFILE_ROUNDS:-2} --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/prefill_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} * 2 + 5 ))
+                     done ;;
     # A decode step's Python functions (cProfile), flagos against torch CUDA.
     profile-python) for r in ${PROFILE_ROUTINGS:-native}; do
                       timeout 200 .venv/bin/python tools/decode_profile.py --python --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/decode_python_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 3 ))
