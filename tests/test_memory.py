@@ -173,3 +173,18 @@ def test_torch_accelerator_memory_api_agrees_with_flagos(dev):
     del x
     torch.accelerator.empty_cache()
     assert torch_fl.flagos.memory_reserved(0) <= stats["reserved_bytes.all.current"]
+
+
+def test_stats_count_in_a_process_that_never_used_torch_cuda():
+    """On the cuda vendor the numbers are torch.cuda's, which reads nothing
+    until its Python side is initialized; a process that only ever used
+    flagos must still see its allocation (this read 0 on an H100)."""
+    proc = run_python("""
+        import torch, torch_fl
+        t = torch.empty(1 << 20, device="flagos")
+        print(torch_fl.flagos.memory_allocated(), torch_fl.flagos.memory_reserved(),
+              "allocated_bytes.all.current" in torch_fl.flagos.memory_stats())
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    allocated, reserved, has_key = proc.stdout.split()
+    assert int(allocated) >= 4 << 20 and int(reserved) >= int(allocated) and has_key == "True", proc.stdout

@@ -17,7 +17,15 @@ def _index(device=None) -> int:
 
 
 def _on_cuda() -> bool:
-    return _C._vendor() == "cuda"
+    """True on the cuda vendor, with torch.cuda's Python side initialized:
+    flagos allocates through CUDA's allocator without it, and
+    torch.cuda.memory_stats() and empty_cache() answer nothing (an empty
+    dict, no-op) until it is."""
+    if _C._vendor() != "cuda":
+        return False
+    if not torch.cuda.is_initialized():
+        torch.cuda.init()
+    return True
 
 
 def memory_stats(device=None) -> Dict[str, Any]:
