@@ -67,11 +67,14 @@ def _routing(mode):
 
 def measure_inference_interleaved(prepared: dict, rounds: int, prefill_tokens: int) -> None:
     """Prefill and decode times of every target, the targets taking turns
-    within each round, so that a slow spell of the host (these numbers are
-    launch-bound) falls on all of them alike; medians over the rounds."""
+    within each round (the order rotated each round), so that a slow spell
+    of the host (these numbers are launch-bound) falls on all of them alike;
+    medians over the rounds, and each round's samples for paired ratios."""
     samples = {label: {"prefill": [], "decode": []} for label in prepared}
-    for _ in range(rounds):
-        for label, p in prepared.items():
+    labels = list(prepared)
+    for i in range(rounds):
+        for label in labels[i % len(labels):] + labels[:i % len(labels)]:
+            p = prepared[label]
             device = p["device"]
             with _routing(p["mode"]):
                 samples[label]["prefill"].append(time_per_call(p["prefill"], device, calls=2, repeats=1, warmup=0) / 1e3)
@@ -80,9 +83,23 @@ def measure_inference_interleaved(prepared: dict, rounds: int, prefill_tokens: i
         r = p["result"]
         r["prefill_ms"] = statistics.median(samples[label]["prefill"])
         r["decode_ms"] = statistics.median(samples[label]["decode"])
+        r["prefill_round_ms"] = samples[label]["prefill"]
+        r["decode_round_ms"] = samples[label]["decode"]
         r["prefill_tokens_per_s"] = prefill_tokens / r["prefill_ms"] * 1e3
         r["decode_tokens_per_s"] = 1e3 / r["decode_ms"]
         r["inference_rounds"] = rounds
+
+
+def paired_ratio(r: dict, ref: dict, key: str):
+    """The median over rounds of a target's time over the reference's in
+    the same round: a spell that slows one round slows both sides of its
+    ratio. Falls back to the ratio of medians."""
+    mine, theirs = r.get(f"{key}_round_ms"), ref.get(f"{key}_round_ms")
+    if mine and theirs and len(mine) == len(theirs):
+        return statistics.median(a / b for a, b in zip(mine, theirs))
+    if f"{key}_ms" not in r or f"{key}_ms" not in ref:
+        return None
+    return r[f"{key}_ms"] / ref[f"{key}_ms"]
 
 
 def print_decode_profile(decode, device: str, rows: int) -> None:
@@ -251,15 +268,15 @@ def main() -> None:
                "train tok/s", "train 1st ms", "prefill x ref", "decode x ref", "train x ref"]
     rows = []
     for label, r in results.items():
-        def ratio(key, inverse=False):
-            if key not in r or key not in ref:
-                return None
-            return ref[key] / r[key] if inverse else r[key] / ref[key]
+        train_ratio = (ref["train_tokens_per_s"] / r["train_tokens_per_s"]
+                       if "train_tokens_per_s" in r and "train_tokens_per_s" in ref else None)
+        r["prefill_x_ref"], r["decode_x_ref"], r["train_x_ref"] = (
+            paired_ratio(r, ref, "prefill"), paired_ratio(r, ref, "decode"), train_ratio)
         rows.append([label, r["prefill_ms"], r["prefill_first_ms"], r["decode_ms"], r["decode_first_ms"],
-                     r.get("train_tokens_per_s"), r.get("train_first_ms"), ratio("prefill_ms"),
-                     ratio("decode_ms"), ratio("train_tokens_per_s", inverse=True)])
-    print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference}",
-                columns, rows)
+                     r.get("train_tokens_per_s"), r.get("train_first_ms"), r["prefill_x_ref"],
+                     r["decode_x_ref"], r["train_x_ref"]])
+    print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference} "
+                f"(prefill, decode: median over rounds of the ratio within a round)", columns, rows)
     for label, why in skipped.items():
         print(f"skipped {label}: {why}")
     for label, r in results.items():

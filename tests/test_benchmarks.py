@@ -62,6 +62,14 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
         for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms"):
             assert _positive(r[key]), (label, key, r.get(key))
     assert results["flagos default"]["op_calls_per_route"]["cpu"] > 0
+    # Paired ratios: the median over rounds of flagos' time over the
+    # reference's in the same round, from the samples the JSON keeps.
+    flg, ref = results["flagos default"], results["torch cpu"]
+    for key in ("prefill", "decode"):
+        assert len(flg[f"{key}_round_ms"]) == len(ref[f"{key}_round_ms"]) == 2
+        ratios = sorted(a / b for a, b in zip(flg[f"{key}_round_ms"], ref[f"{key}_round_ms"]))
+        assert flg[f"{key}_x_ref"] == pytest.approx(sum(ratios) / 2)
+    assert ref["decode_x_ref"] == pytest.approx(1.0)
     assert "x ref" in stdout
 
 
