@@ -23,17 +23,21 @@ def sync(device: str) -> None:
 
 def time_per_call(fn: Callable[[], object], device: str, calls: int = 200, repeats: int = 7,
                   warmup: int = 20) -> float:
-    """Median over `repeats` of (wall time of `calls` calls, synchronized) / calls, in µs."""
+    """Median over `repeats` of (wall time of `calls` calls, synchronized) / calls, in µs;
+    Python's garbage collector paused while timing, as timeit does."""
+    from torch_fl._timing import paused_gc
+
     for _ in range(warmup):
         fn()
     sync(device)
     samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        sync(device)
-        samples.append((time.perf_counter() - start) / calls * 1e6)
+    with paused_gc():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            sync(device)
+            samples.append((time.perf_counter() - start) / calls * 1e6)
     return statistics.median(samples)
 
 

@@ -254,13 +254,16 @@ class Trainer:
 
     def timed_steps(self, batches: List[torch.Tensor], n: int, start: int = 0) -> List[float]:
         """``n`` steps on the batches (cycled from index ``start``); each
-        one's wall time in seconds."""
+        one's wall time in seconds, Python's garbage collector paused."""
+        from torch_fl._timing import paused_gc
+
         seconds = []
         sync(self.device)
-        for i in range(n):
-            begin = time.perf_counter()
-            self.step(batches[(start + i) % len(batches)])
-            seconds.append(time.perf_counter() - begin)
+        with paused_gc():
+            for i in range(n):
+                begin = time.perf_counter()
+                self.step(batches[(start + i) % len(batches)])
+                seconds.append(time.perf_counter() - begin)
         return seconds
 
 
