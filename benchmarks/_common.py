@@ -25,7 +25,7 @@ def time_per_call(fn: Callable[[], object], device: str, calls: int = 200, repea
                   warmup: int = 20) -> float:
     """Median over `repeats` of (wall time of `calls` calls, synchronized) / calls, in µs;
     Python's garbage collector paused while timing, as timeit does."""
-    from torch_fl._timing import paused_gc
+    from torch_fl.models.qwen3 import paused_gc
 
     for _ in range(warmup):
         fn()

@@ -11,14 +11,16 @@ Works with transformers 4.51+ and 5.x (the differences: ``torch_dtype`` vs
 config, which both versions accept as ``rope_theta=``, and forward's
 ``past_key_values`` renamed ``cache`` in 5.2x).
 """
+import contextlib
 import copy
+import gc
 import inspect
 import json
 import os
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -221,6 +223,25 @@ def sync(device) -> None:
         torch.flagos.synchronize()
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Collects, then keeps Python's cyclic garbage collector off for the
+    block, as timeit does: with transformers, Triton and FlagGems loaded a
+    full collection takes tens of milliseconds, and it lands on whichever
+    target happens to run (a Qwen3 decode step read 120 and 214 ms against
+    a median of 30 in one benchmark round, H100). Here, not in torch_fl:
+    this file is also the clean training worker's script, which must not
+    import torch_fl."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class Trainer:
     """AdamW (fused=False; ``foreach`` as given) on ``model``, one step per
     call, with ``torch.autocast(device, autocast_dtype)`` around the forward
@@ -255,8 +276,6 @@ class Trainer:
     def timed_steps(self, batches: List[torch.Tensor], n: int, start: int = 0) -> List[float]:
         """``n`` steps on the batches (cycled from index ``start``); each
         one's wall time in seconds, Python's garbage collector paused."""
-        from torch_fl._timing import paused_gc
-
         seconds = []
         sync(self.device)
         with paused_gc():
@@ -418,6 +437,8 @@ def _serve(spec_path: str) -> None:
     input, n steps and their seconds as one JSON line."""
     _, model, batches, options = _read_spec(spec_path)
     trainer, done = Trainer(model, **options), 0
+    if "torch_fl" in sys.modules:  # PyTorch would refuse CUDA backward (pytorch/pytorch#161129)
+        raise RuntimeError("the training worker imported torch_fl")
     print("ready", flush=True)
     for line in sys.stdin:
         n = int(line)
