@@ -33,13 +33,40 @@
 namespace torch_fl {
 namespace {
 
+// Calls f on each tensor an argument holds (a tensor, an optional tensor,
+// a tensor list); arguments of other types hold none.
+template <class F>
+void each_tensor(const at::Tensor& t, F&& f) {
+  f(t);
+}
+template <class F>
+void each_tensor(const std::optional<at::Tensor>& t, F&& f) {
+  if (t.has_value()) f(*t);
+}
+template <class F>
+void each_tensor(const at::ITensorListRef& list, F&& f) {
+  for (const at::Tensor& t : list) f(t);
+}
+template <class F>
+void each_tensor(const at::TensorList& list, F&& f) {
+  for (const at::Tensor& t : list) f(t);
+}
+template <class T, class F>
+void each_tensor(const T&, F&&) {
+  using D = std::decay_t<T>;
+  static_assert(!std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
+                    !std::is_same_v<D, std::optional<at::Generator>> &&
+                    !std::is_same_v<D, std::optional<c10::Device>>,
+                "this argument type has no unboxed route: leave the op to the routing kernel");
+}
+
 // The device of the call, and whether the unboxed route may take it.
 struct Scan {
   c10::DeviceIndex device = -1;
   bool fast = true;
   bool complex = false;
 
-  void see(const at::Tensor& t) {
+  void see_tensor(const at::Tensor& t) {
     if (!t.defined()) return;
     if (t.device().type() == c10::DeviceType::PrivateUse1) {
       const auto index = t.device().index();
@@ -53,55 +80,26 @@ struct Scan {
       fast = false;  // likewise for a tensor of another device
     }
   }
-  void see(const std::optional<at::Tensor>& t) {
-    if (t.has_value()) see(*t);
-  }
-  void see(const at::ITensorListRef& list) {
-    for (const at::Tensor& t : list) see(t);
-  }
-  void see(at::TensorList list) {
-    for (const at::Tensor& t : list) see(t);
-  }
   template <class T>
-  void see(const T&) {
-    using D = std::decay_t<T>;
-    static_assert(!std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
-                      !std::is_same_v<D, std::optional<at::Generator>> &&
-                      !std::is_same_v<D, std::optional<c10::Device>>,
-                  "this argument type has no unboxed route: leave the op to the routing kernel");
+  void see(const T& arg) {
+    each_tensor(arg, [this](const at::Tensor& t) { see_tensor(t); });
   }
 };
 
 // Whether every defined tensor argument is contiguous and all have one
 // shape (the FlagGems bridge's flat_operands(), on unboxed arguments).
-struct FlatOperands {
+template <class... Args>
+bool flat_operands(const Args&... args) {
   const at::Tensor* first = nullptr;
   bool flat = true;
-
-  void see(const at::Tensor& t) {
+  auto see = [&](const at::Tensor& t) {
     if (!flat || !t.defined()) return;
     if (!t.is_contiguous() || (first != nullptr && !t.sizes().equals(first->sizes()))) flat = false;
     if (first == nullptr) first = &t;
-  }
-  void see(const std::optional<at::Tensor>& t) {
-    if (t.has_value()) see(*t);
-  }
-  void see(const at::ITensorListRef& list) {
-    for (const at::Tensor& t : list) see(t);
-  }
-  void see(at::TensorList list) {
-    for (const at::Tensor& t : list) see(t);
-  }
-  template <class T>
-  void see(const T&) {}
-
-  template <class... Args>
-  static bool of(const Args&... args) {
-    FlatOperands f;
-    (f.see(args), ...);
-    return f.flat;
-  }
-};
+  };
+  (each_tensor(args, see), ...);
+  return flat;
+}
 
 // A tensor list's aliases, passed on as the list type the op takes. Inline
 // room for a KV-cache cat's few tensors: no heap allocation per call.
@@ -238,7 +236,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     // the FlagGems bridge would decide, but unboxed: a broadcast mul of a
     // decoder layer skips boxing its arguments twice).
     if (invoke && (scan.complex || writes_strided(std::index_sequence_for<Args...>{}, args...) ||
-                   (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !FlatOperands::of(args...)))) {
+                   (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(args...)))) {
       invoke = nullptr;
       count_on_native_instead(plan, backend);
     }
