@@ -139,17 +139,13 @@ NativeScope::NativeScope(c10::DeviceIndex device)
 
 namespace {
 
-// Recycled aliases, by the flagos TensorImpl they last stood for: a hint
-// only, as a reused alias is checked and repointed in full. Per thread, so
-// that no alias is ever in two scopes at once.
-struct RecycledAlias {
-  const c10::TensorImpl* flagos = nullptr;
-  at::Tensor alias;
-};
+// Recycled aliases, in the slot of the flagos TensorImpl they last stood
+// for: a hint only, as a reused alias is checked and repointed in full. Per
+// thread, so that no alias is ever in two scopes at once.
 constexpr size_t kRecycledAliases = 512;
-thread_local std::array<RecycledAlias, kRecycledAliases> recycled;
+thread_local std::array<at::Tensor, kRecycledAliases> recycled;
 
-RecycledAlias& recycled_slot(const c10::TensorImpl* flagos) {
+at::Tensor& recycled_slot(const c10::TensorImpl* flagos) {
   const auto bits = reinterpret_cast<uintptr_t>(flagos);
   return recycled[((bits >> 4) ^ (bits >> 13)) % kRecycledAliases];
 }
@@ -173,9 +169,7 @@ NativeScope::~NativeScope() {
     // Anyone else still holding the alias (a result the caller kept)
     // keeps it out of the cache.
     if (e.alias.use_count() != 1) continue;
-    RecycledAlias& slot = recycled_slot(e.flagos_tensor->unsafeGetTensorImpl());
-    slot.flagos = e.flagos_tensor->unsafeGetTensorImpl();
-    slot.alias = std::move(e.alias);
+    recycled_slot(e.flagos_tensor->unsafeGetTensorImpl()) = std::move(e.alias);
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
   flagos_guard()->uncheckedSetDevice(previous_device_);
@@ -291,10 +285,8 @@ at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
   // each call) so takes an alias another fresh tensor left, and pays for
   // neither a TensorImpl nor, when the alias holds its storage alone, a
   // StorageImpl.
-  RecycledAlias& slot = recycled_slot(t.unsafeGetTensorImpl());
-  if (!slot.alias.defined()) return at::Tensor();
-  at::Tensor alias = std::move(slot.alias);
-  slot.flagos = nullptr;
+  at::Tensor alias = std::move(recycled_slot(t.unsafeGetTensorImpl()));
+  if (!alias.defined()) return alias;
   if (alias.use_count() != 1 || !same_flags(alias.unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
     return at::Tensor();
   }
