@@ -5,6 +5,7 @@
 // override) bumps a generation counter, and stale plans re-resolve.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <atomic>
@@ -56,6 +57,24 @@ void invalidate_plans();
 
 // The backend word of the live vendor's own kernels (cuda on CUDA, cpu on host).
 flagos_backend_t native_backend();
+
+// Whether the tensor operands seen so far are all contiguous and of one
+// shape (undefined ones do not count): what a FlagGems kernel that reads its
+// operands as flat arrays gets right (OpPlan::flaggems_flat_operands). The
+// boxed FlagGems bridge and the unboxed route feed it their arguments.
+class FlatOperands {
+ public:
+  void see(const at::Tensor& t) {
+    if (!flat_ || !t.defined()) return;
+    if (!t.is_contiguous() || (first_ != nullptr && !t.sizes().equals(first_->sizes()))) flat_ = false;
+    if (first_ == nullptr) first_ = &t;
+  }
+  bool flat() const { return flat_; }
+
+ private:
+  const at::Tensor* first_ = nullptr;
+  bool flat_ = true;
+};
 
 // A call counted on `counted` (a FlagGems route) that the vendor's kernel
 // serves after all: the counters say where it ran.

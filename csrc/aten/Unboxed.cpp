@@ -15,8 +15,8 @@
 #include <ATen/core/boxing/impl/boxing.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Operators.h>
-#include <c10/util/SmallVector.h>
 #include <ATen/ops/copy_native.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <array>
@@ -86,19 +86,12 @@ struct Scan {
   }
 };
 
-// Whether every defined tensor argument is contiguous and all have one
-// shape (the FlagGems bridge's flat_operands(), on unboxed arguments).
+// FlatOperands over the unboxed arguments.
 template <class... Args>
 bool flat_operands(const Args&... args) {
-  const at::Tensor* first = nullptr;
-  bool flat = true;
-  auto see = [&](const at::Tensor& t) {
-    if (!flat || !t.defined()) return;
-    if (!t.is_contiguous() || (first != nullptr && !t.sizes().equals(first->sizes()))) flat = false;
-    if (first == nullptr) first = &t;
-  };
-  (each_tensor(args, see), ...);
-  return flat;
+  FlatOperands operands;
+  (each_tensor(args, [&operands](const at::Tensor& t) { operands.see(t); }), ...);
+  return operands.flat();
 }
 
 // A tensor list's aliases, passed on as the list type the op takes. Inline

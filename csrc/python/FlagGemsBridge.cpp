@@ -197,18 +197,13 @@ bool writes_arguments(const c10::FunctionSchema& schema) {
   return false;
 }
 
-// Whether every tensor argument is contiguous and all have one shape: what
-// a FlagGems kernel that reads its operands as flat arrays gets right.
+// FlatOperands over the op's arguments on the stack.
 bool flat_operands(const torch::jit::Stack& stack, size_t base) {
-  const at::Tensor* first = nullptr;
+  FlatOperands operands;
   for (size_t i = base; i < stack.size(); ++i) {
-    if (!stack[i].isTensor()) continue;
-    const at::Tensor& t = stack[i].toTensor();
-    if (!t.defined()) continue;
-    if (!t.is_contiguous() || (first != nullptr && !t.sizes().equals(first->sizes()))) return false;
-    if (first == nullptr) first = &t;
+    if (stack[i].isTensor()) operands.see(stack[i].toTensor());
   }
-  return true;
+  return operands.flat();
 }
 
 // A call routed to FlagGems that the vendor's kernel serves: the counters

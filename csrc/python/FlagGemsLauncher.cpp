@@ -11,11 +11,11 @@
 #include <torch/csrc/Dtype.h>
 
 #include <algorithm>
-#include <iterator>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <unordered_map>
