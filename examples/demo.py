@@ -106,7 +106,7 @@ def routes() -> None:
         stats = torch_fl._flaggems.launcher_stats().values()
         print(f"FlagGems calls replayed by the launcher: {sum(s['replayed'] for s in stats)}, "
               f"run in Python: {sum(s['python'] + s['recorded'] for s in stats)}, "
-              f"first calls of a signature on the vendor's kernel: {sum(s['vendor'] for s in stats)}")
+              f"calls on the vendor's kernel before their signature's record: {sum(s['vendor'] for s in stats)}")
 
 
 def main() -> None:

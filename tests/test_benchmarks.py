@@ -105,3 +105,15 @@ def test_decode_profile_profiles_a_training_step(tmp_path):
     assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] > 0
     assert ops["aten::_foreach_addcdiv_"]["ref_calls"] == ops["aten::_foreach_addcdiv_"]["flagos_calls"] == 1
     assert "AdamW step" in stdout and "aten calls" in stdout
+
+
+def test_decode_profile_profiles_a_prefill(tmp_path):
+    out = tmp_path / "prefill_profile.json"
+    stdout = _run("tools/decode_profile.py", "--prefill", "--rounds", "1", "--rows", "5", "--out", str(out))
+    profile = json.loads(out.read_text())
+    ops = {r["op"]: r for r in profile["rows"]}
+    # A 128-token prompt through the same small model on both devices: the
+    # same matrix products, one per linear layer (2 layers x 7, and the head).
+    assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] == 15
+    assert profile["ref_total_us"] > 0 and profile["flagos_total_us"] > 0
+    assert "128-token prefill" in stdout

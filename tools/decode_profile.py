@@ -51,18 +51,15 @@ def profile_ops(step, device: str, warmup: int = 4, kernels: bool = False) -> di
     """One step's op table; with `kernels`, CUDA kernels' device time too
     (the warm-up runs past a FlagGems signature's vendor calls, so that
     its kernels are the replayed ones)."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
 
     for _ in range(warmup):
         step()
     sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if kernels and torch.cuda.is_available() else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=qwen3.profiler_activities(kernels)) as prof:
         step()
         sync(device)
-    return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
-                    "device_us": getattr(e, "self_device_time_total", 0.0)}
-            for e in prof.key_averages()}
+    return qwen3.op_table(prof)
 
 
 def profile_training(base, size: str, routing_name: str, gpu: bool) -> tuple:

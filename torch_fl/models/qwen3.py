@@ -302,14 +302,29 @@ def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, f
     return losses, trainer.first_grads
 
 
+def profiler_activities(kernels: bool = True) -> list:
+    """torch.profiler's activities: the host's, and with `kernels` CUDA's
+    where CUDA is there to measure."""
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if kernels and torch.cuda.is_available() else [])
+
+
+def op_table(prof) -> dict:
+    """A finished profile by op or kernel: {"calls", "self_us", "total_us",
+    "device_us"} (device time 0 where none was measured)."""
+    return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
+                    "device_us": getattr(e, "self_device_time_total", 0.0)}
+            for e in prof.key_averages()}
+
+
 def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **options) -> dict:
     """``train()`` with torch.profiler's view of step ``profile_step``
-    (0-based): {"step_ms": its wall time, "ops": {op or kernel: {"calls",
-    "self_us", "device_us"}}}; device time where CUDA is there to measure."""
-    from torch.profiler import ProfilerActivity, profile
+    (0-based): {"step_ms": its wall time, "ops": op_table() of the step};
+    device time where CUDA is there to measure."""
+    from torch.profiler import profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    prof = profile(activities=activities)
+    prof = profile(activities=profiler_activities())
     marks = {}
 
     def on_step(step, loss):
@@ -320,10 +335,7 @@ def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **o
             prof.stop()
 
     train(model, batches, steps=profile_step + 1, on_step=on_step, **options)
-    return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3,
-            "ops": {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total,
-                            "device_us": getattr(e, "self_device_time_total", 0.0)}
-                    for e in prof.key_averages()}}
+    return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3, "ops": op_table(prof)}
 
 
 def timed_train(model, batches: List[torch.Tensor], **options):
