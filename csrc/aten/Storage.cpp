@@ -34,21 +34,23 @@ c10::Storage new_flagos_storage(size_t nbytes, c10::DeviceIndex device) {
       device_allocator(), /*resizable=*/true));
 }
 
-c10::Storage take_cuda_bytes(c10::StorageImpl* native, c10::DeviceIndex device) {
-  // The CUDA block keeps its deleter; only the device label changes.
+// The CUDA block of a native storage, labelled flagos; it keeps its deleter.
+c10::DataPtr take_cuda_data(c10::StorageImpl* native, c10::DeviceIndex device) {
   c10::DataPtr data = native->set_data_ptr(c10::DataPtr(nullptr, native->device()));
   data.unsafe_set_device(flagos_device(device));
+  return data;
+}
+
+c10::Storage take_cuda_bytes(c10::StorageImpl* native, c10::DeviceIndex device) {
   return c10::Storage(c10::make_intrusive<c10::StorageImpl>(
-      c10::StorageImpl::use_byte_size_t(), native->nbytes(), std::move(data), device_allocator(),
+      c10::StorageImpl::use_byte_size_t(), native->nbytes(), take_cuda_data(native, device), device_allocator(),
       /*resizable=*/true));
 }
 
 // The same for a storage that nothing else refers to: it is relabelled in
 // place, a StorageImpl allocated and another freed less per result.
 void relabel_cuda_storage(c10::StorageImpl* native, c10::DeviceIndex device) {
-  c10::DataPtr data = native->set_data_ptr(c10::DataPtr(nullptr, native->device()));
-  data.unsafe_set_device(flagos_device(device));
-  native->set_data_ptr_noswap(std::move(data));
+  native->set_data_ptr_noswap(take_cuda_data(native, device));
   native->set_allocator(device_allocator());
   native->set_resizable(true);
 }
