@@ -105,6 +105,14 @@ def test_decode_profile_profiles_a_training_step(tmp_path):
     assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] > 0
     assert ops["aten::_foreach_addcdiv_"]["ref_calls"] == ops["aten::_foreach_addcdiv_"]["flagos_calls"] == 1
     assert "AdamW step" in stdout and "aten calls" in stdout
+    # Each step's three phases are named in its timeline, inside the
+    # profiled window; a GPU busy time that cannot exceed it.
+    for side in ("ref_timeline", "flagos_timeline"):
+        timeline = profile[side]
+        phases = [timeline[name]["host_us"] for name in ("forward", "backward", "optimizer")]
+        assert all(_positive(us) for us in phases) and sum(phases) <= timeline["window_us"]
+        assert 0 <= timeline["gpu_busy_us"] <= timeline["window_us"]
+    assert "optimizer" in stdout
 
 
 def test_decode_profile_profiles_a_prefill(tmp_path):

@@ -97,12 +97,12 @@ def compare(title: str, ref: dict, flg: dict, rows: int) -> dict:
         per_call = row["extra_self_us"] / max(row["flagos_calls"], 1)
         print(f"{row['op'][:42]:42} {row['ref_calls']:9d} {row['flagos_calls']:9d} {row['ref_self_us']:11.0f} "
               f"{row['flagos_self_us']:11.0f} {row['extra_self_us']:9.0f} {per_call:10.2f}")
-    device = [sum(t[k].get("device_us", 0.0) for k in t) for t in (ref, flg)]
+    device = [sum(row["device_us"] for row in t.values() if row.get("kernel")) for t in (ref, flg)]
     if any(device):
         # Kernels are rows of their own (their host self time is 0): by the
         # device time flagos adds.
-        kernels = sorted((row for row in joined if ref.get(row["op"], {}).get("device_us") or
-                          flg.get(row["op"], {}).get("device_us")),
+        kernels = sorted((row for row in joined if ref.get(row["op"], {}).get("kernel") or
+                          flg.get(row["op"], {}).get("kernel")),
                          key=lambda row: -abs(flg.get(row["op"], {}).get("device_us", 0.0) -
                                               ref.get(row["op"], {}).get("device_us", 0.0)))
         print(f"device time {device[0]:.0f} us reference, {device[1]:.0f} us flagos")
@@ -113,6 +113,20 @@ def compare(title: str, ref: dict, flg: dict, rows: int) -> dict:
                   f"{r.get('device_us', 0.0):10.0f} {f.get('device_us', 0.0):10.0f}")
     return {"ref_total_us": total_ref, "flagos_total_us": total_flg, "aten_calls": aten_calls,
             "ref_device_us": device[0], "flagos_device_us": device[1], "rows": joined}
+
+
+def print_timeline(ref: dict, flg: dict) -> None:
+    """The step's host span and GPU busy time, whole and by phase
+    (qwen3.gpu_timeline), in ms."""
+    if not ref or not flg:
+        return
+    print(f"{'span':12} {'host ref':>9} {'host fl':>9} {'gpu ref':>9} {'gpu fl':>9} {'idle ref':>9} {'idle fl':>9}")
+    rows = [("step", ref["window_us"], flg["window_us"], ref["gpu_busy_us"], flg["gpu_busy_us"])]
+    rows += [(name, ref[name]["host_us"], flg.get(name, {}).get("host_us", 0.0), ref[name]["gpu_busy_us"],
+              flg.get(name, {}).get("gpu_busy_us", 0.0)) for name in ref if isinstance(ref[name], dict)]
+    for name, host_r, host_f, gpu_r, gpu_f in rows:
+        print(f"{name:12} {host_r / 1e3:9.1f} {host_f / 1e3:9.1f} {gpu_r / 1e3:9.1f} {gpu_f / 1e3:9.1f} "
+              f"{(host_r - gpu_r) / 1e3:9.1f} {(host_f - gpu_f) / 1e3:9.1f}")
 
 
 def profile_python(step, device: str, steps: int = 20, warmup: int = 4) -> dict:
@@ -200,7 +214,9 @@ def main() -> None:
         print(f"training step wall time (profiled): {ref['step_ms']:.1f} ms torch {reference}, "
               f"{flg['step_ms']:.1f} ms flagos ({args.routing})")
         table = compare(f"Qwen3 {size} AdamW step", ref["ops"], flg["ops"], args.rows)
-        table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"])
+        print_timeline(ref["timeline"], flg["timeline"])
+        table.update(ref_step_ms=ref["step_ms"], flagos_step_ms=flg["step_ms"],
+                     ref_timeline=ref["timeline"], flagos_timeline=flg["timeline"])
     else:
         if args.python:
             profiler = profile_python

@@ -249,8 +249,11 @@ class Trainer:
     be taken in blocks."""
 
     def __init__(self, model, *, lr: float = 3e-4, foreach: bool = True,
-                 autocast_dtype: Optional[torch.dtype] = None):
+                 autocast_dtype: Optional[torch.dtype] = None, annotate: bool = False):
         self.model, self.autocast_dtype = model, autocast_dtype
+        # Named phases for a profile's timeline (record_function is itself an
+        # op call, so timed steps go without).
+        self.phase = _phase if annotate else lambda name: contextlib.nullcontext()
         self.device = next(model.parameters()).device
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=foreach, fused=False)
         self.first_grads = None
@@ -261,16 +264,19 @@ class Trainer:
         ``keep_grads``: keep the gradients as float32 CPU tensors by name."""
         tokens = tokens.to(self.device)
         self.opt.zero_grad(set_to_none=True)
-        if self.autocast_dtype is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+        with self.phase("forward"):
+            if self.autocast_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                    loss = lm_loss(self.model, tokens)
+            else:
                 loss = lm_loss(self.model, tokens)
-        else:
-            loss = lm_loss(self.model, tokens)
-        loss.backward()
+        with self.phase("backward"):
+            loss.backward()
         if keep_grads:
             self.first_grads = {n: p.grad.detach().float().cpu() for n, p in self.model.named_parameters()
                                 if p.grad is not None}
-        self.opt.step()
+        with self.phase("optimizer"):
+            self.opt.step()
         return loss.item()
 
     def timed_steps(self, batches: List[torch.Tensor], n: int, start: int = 0) -> List[float]:
@@ -286,13 +292,21 @@ class Trainer:
         return seconds
 
 
+PHASE_PREFIX = "train."
+
+
+def _phase(name: str):
+    return torch.profiler.record_function(PHASE_PREFIX + name)
+
+
 def train(model, batches: List[torch.Tensor], *, steps: int, lr: float = 3e-4, foreach: bool = True,
           autocast_dtype: Optional[torch.dtype] = None, keep_first_grads: bool = False,
-          on_step=None):
+          on_step=None, annotate: bool = False):
     """``steps`` Trainer steps on the token batches (cycled). Returns
     (losses, grads after the first backward as float32 CPU tensors by
-    parameter name, or None)."""
-    trainer = Trainer(model, lr=lr, foreach=foreach, autocast_dtype=autocast_dtype)
+    parameter name, or None). ``annotate``: name the phases of each step
+    for a profiler."""
+    trainer = Trainer(model, lr=lr, foreach=foreach, autocast_dtype=autocast_dtype, annotate=annotate)
     losses = []
     for step in range(steps):
         losses.append(trainer.step(batches[step % len(batches)], keep_grads=keep_first_grads and step == 0))
@@ -312,16 +326,57 @@ def profiler_activities(kernels: bool = True) -> list:
 
 def op_table(prof) -> dict:
     """A finished profile by op or kernel: {"calls", "self_us", "total_us",
-    "device_us"} (device time 0 where none was measured)."""
+    "device_us", "kernel"} (device time 0 where none was measured). An op's
+    device time is that of the kernels it launched, which are rows of their
+    own too ("kernel" true): sum device time over kernel rows only. The
+    phases' own rows are left out: a backward that runs on the autograd
+    engine's device thread is not nested in its phase."""
+    from torch.autograd import DeviceType
+
     return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
-                    "device_us": getattr(e, "self_device_time_total", 0.0)}
-            for e in prof.key_averages()}
+                    "device_us": getattr(e, "self_device_time_total", 0.0),
+                    "kernel": e.device_type != DeviceType.CPU}
+            for e in prof.key_averages() if not e.key.startswith(PHASE_PREFIX)}
+
+
+def _busy_us(spans: List[Tuple[float, float]]) -> float:
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted(spans):
+        if stop > end:
+            busy += stop - max(start, end)
+            end = stop
+    return busy
+
+
+def gpu_timeline(prof) -> dict:
+    """Whether a profiled step waited on the host or on the GPU: the
+    profile's host window, the time some kernel (or copy) ran in it, and
+    for each named phase (Trainer(annotate=True)) its host span and the
+    GPU's busy time inside that span, in µs. A GPU idle inside a phase
+    waited for the host's launches (the profiler slows the host, so idle
+    time reads high on every target alike)."""
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.events() if e.time_range.end > e.time_range.start]
+    device = [(e.time_range.start, e.time_range.end) for e in events if e.device_type != DeviceType.CPU]
+    host = [e for e in events if e.device_type == DeviceType.CPU]
+    if not host:
+        return {}
+    window = (min(e.time_range.start for e in host), max(max(e.time_range.end for e in events), 0))
+    table = {"window_us": window[1] - window[0], "gpu_busy_us": _busy_us(device)}
+    for e in host:
+        if e.name.startswith(PHASE_PREFIX):
+            start, stop = e.time_range.start, e.time_range.end
+            inside = [(max(a, start), min(b, stop)) for a, b in device if b > start and a < stop]
+            table[e.name[len(PHASE_PREFIX):]] = {"host_us": stop - start, "gpu_busy_us": _busy_us(inside)}
+    return table
 
 
 def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **options) -> dict:
     """``train()`` with torch.profiler's view of step ``profile_step``
-    (0-based): {"step_ms": its wall time, "ops": op_table() of the step};
-    device time where CUDA is there to measure."""
+    (0-based): {"step_ms": its wall time, "ops": op_table() of the step,
+    "timeline": gpu_timeline() of it}; device time where CUDA is there to
+    measure."""
     from torch.profiler import profile
 
     prof = profile(activities=profiler_activities())
@@ -334,8 +389,9 @@ def profiled_train(model, batches: List[torch.Tensor], *, profile_step: int, **o
         elif step == profile_step:
             prof.stop()
 
-    train(model, batches, steps=profile_step + 1, on_step=on_step, **options)
-    return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3, "ops": op_table(prof)}
+    train(model, batches, steps=profile_step + 1, on_step=on_step, annotate=True, **options)
+    return {"step_ms": (marks[profile_step] - marks[profile_step - 1]) * 1e3, "ops": op_table(prof),
+            "timeline": gpu_timeline(prof)}
 
 
 def timed_train(model, batches: List[torch.Tensor], **options):
