@@ -468,7 +468,9 @@ def test_real_flaggems_config_capture(tmp_path):
                 name, _, overload = op.partition(".")
                 assert has(f"aten::{op}", "CompositeImplicitAutograd"), op
             for op in flaggems.available_ops():
-                assert not has(f"aten::{op}", "CompositeImplicitAutograd"), op
+                # A composite with an autograd formula of its own may take a
+                # backend kernel (silu_backward); no other composite.
+                assert not has(f"aten::{op}", "CompositeImplicitAutograd") or has(f"aten::{op}", "Autograd"), op
             assert "_to_copy" in ex and "copy_" in ex
             assert "add.Tensor" in flaggems.available_ops()
             assert len(flaggems.available_ops()) + len(ex) == len({n for n, _ in items})

@@ -212,3 +212,27 @@ def test_mode_with_out_tensors(dev):
     torch.testing.assert_close(values.cpu(), torch.mode(x, 1).values)
     # Which of the equal elements an index names differs between CPU and CUDA.
     torch.testing.assert_close(x.gather(1, indices.cpu()[:, None])[:, 0], values.cpu())
+
+
+@pytest.mark.anyplatform
+@pytest.mark.parametrize("act", ["silu", "mish"])
+def test_activation_backward_is_one_op_as_on_the_vendors_device(dev, act):
+    """silu_backward and mish_backward have a direct kernel on CPU and CUDA
+    and a CompositeImplicitAutograd decomposition that a backend without
+    its own kernel runs instead (sigmoid, sub, mul, ...: five ops where the
+    vendor's device runs one). flagos runs the vendor's kernel, and its
+    first and second derivatives match CPU's."""
+    fn = getattr(torch.nn.functional, act)
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    xf = x.detach().to(dev).requires_grad_()
+    (gx,) = torch.autograd.grad(fn(x).sum(), x)
+    with torch.profiler.profile() as prof:
+        (gf,) = torch.autograd.grad(fn(xf).sum(), xf)
+    ops = {e.key for e in prof.key_averages()}
+    assert f"aten::{act}_backward" in ops and "aten::sigmoid" not in ops, sorted(ops)
+    assert_flagos_close(gf, gx)
+    # A second derivative (create_graph) takes the decomposition on every
+    # device, as autograd's formula for silu and mish asks.
+    (ggx,) = torch.autograd.grad(torch.autograd.grad(fn(x).sum(), x, create_graph=True)[0].sum(), x)
+    (ggf,) = torch.autograd.grad(torch.autograd.grad(fn(xf).sum(), xf, create_graph=True)[0].sum(), xf)
+    assert_flagos_close(ggf, ggx)

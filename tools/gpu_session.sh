@@ -109,6 +109,10 @@ run_step() {
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
                      timeout 300 .venv/bin/python tools/decode_profile.py --train --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
                    done ;;
+    # A training step per configuration, each in a fresh process, and its
+    # phases synchronized (tools/train_phases.py).
+    train-phases) timeout ${PHASES_TIMEOUT:-500} .venv/bin/python tools/train_phases.py --repeats ${PHASES_REPEATS:-2} ${PHASES_CONFIGS:+--configs "$PHASES_CONFIGS"} \
+                    --out "$OUT/train_phases.json" 2>&1 | tail -12 ;;
     smoke) .venv/bin/python /dev/stdin < tools/smoke_cuda.py 2>&1 | tail -40 ;;
     *) echo "unknown step $step" ;;
   esac

@@ -140,6 +140,15 @@ std::optional<c10::OperatorHandle> find_aten_op(const std::string& name) {
 
 namespace {
 
+// A CompositeImplicitAutograd op may still take a backend kernel when
+// autograd has its own formula for it (derivatives.yaml): autograd never
+// runs the decomposition then, so a backend kernel hides nothing from it.
+// Without one, the decomposition is the op's autograd and must stay.
+bool decomposition_is_its_autograd(const c10::OperatorHandle& op) {
+  return op.hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd) &&
+         !op.hasKernelForDispatchKey(c10::DispatchKey::Autograd);
+}
+
 torch::Library& claimed_library() {
   static auto* lib = new torch::Library(torch::Library::IMPL, "aten", c10::DispatchKey::PrivateUse1,
                                         __FILE__, __LINE__);
@@ -156,8 +165,7 @@ std::vector<std::pair<std::string, std::string>> claim_ops(const std::vector<std
       refused.emplace_back(name, "no such ATen operator in this torch");
       continue;
     }
-    if (op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) {
-      // A backend kernel would hide the decomposition from autograd.
+    if (decomposition_is_its_autograd(*op)) {
       refused.emplace_back(name, "decomposes above the backend key (CompositeImplicitAutograd)");
       continue;
     }
@@ -177,8 +185,12 @@ std::vector<std::string> composite_ops_with_native_kernels() {
     auto op = c10::Dispatcher::singleton().findOp(name);
     if (!op || !op->hasKernelForDispatchKey(key)) continue;
     if (op->hasKernelForDispatchKey(c10::DispatchKey::PrivateUse1)) continue;
-    if (op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) continue;
-    if (!op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
+    if (decomposition_is_its_autograd(*op)) continue;
+    // The native key's own kernel wins over a CompositeImplicitAutograd
+    // decomposition (silu_backward: one kernel on CUDA, five ops on a
+    // backend without a kernel of its own).
+    if (!op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd) &&
+        !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
         !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional)) {
       continue;
     }

@@ -38,12 +38,15 @@ OpPlan& plan_for(const c10::OperatorHandle& op);
 void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
 
 // Registers routing_kernel explicitly for ops whose PrivateUse1 kernel would
-// otherwise be a CompositeExplicitAutograd one (so routing can reach them).
+// otherwise be a composite one (so routing can reach them). Refuses an op
+// whose CompositeImplicitAutograd decomposition is also its autograd.
 // Returns the names it could not claim, with the reason.
 std::vector<std::pair<std::string, std::string>> claim_ops(const std::vector<std::string>& names);
 // Names of ops with a direct native kernel that PrivateUse1 would run as a
-// composite (structured functional/in-place variants): claiming them lets
-// the native route call the vendor's kernel directly.
+// composite (structured functional/in-place variants, and decompositions
+// such as silu_backward's that the native key bypasses): claiming them lets
+// the native route call the vendor's kernel directly, as the vendor's own
+// device does.
 std::vector<std::string> composite_ops_with_native_kernels();
 
 // The dispatcher's handle of "add.Tensor" / "mm" (aten namespace), if any.

@@ -331,12 +331,19 @@ def op_table(prof) -> dict:
     own too ("kernel" true): sum device time over kernel rows only. The
     phases' own rows are left out: a backward that runs on the autograd
     engine's device thread is not nested in its phase."""
-    from torch.autograd import DeviceType
 
     return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
-                    "device_us": getattr(e, "self_device_time_total", 0.0),
-                    "kernel": e.device_type != DeviceType.CPU}
+                    "device_us": getattr(e, "self_device_time_total", 0.0), "kernel": _on_device(e)}
             for e in prof.key_averages() if not e.key.startswith(PHASE_PREFIX)}
+
+
+def _on_device(event) -> bool:
+    """A kernel, copy or memset on the GPU's timeline; not the GPU-side
+    copy of a host annotation (record_function, Optimizer.step), which
+    spans the gaps between its kernels."""
+    from torch.autograd import DeviceType
+
+    return event.device_type != DeviceType.CPU and not getattr(event, "is_user_annotation", False)
 
 
 def _busy_us(spans: List[Tuple[float, float]]) -> float:
@@ -358,7 +365,7 @@ def gpu_timeline(prof) -> dict:
     from torch.autograd import DeviceType
 
     events = [e for e in prof.events() if e.time_range.end > e.time_range.start]
-    device = [(e.time_range.start, e.time_range.end) for e in events if e.device_type != DeviceType.CPU]
+    device = [(e.time_range.start, e.time_range.end) for e in events if _on_device(e)]
     host = [e for e in events if e.device_type == DeviceType.CPU]
     if not host:
         return {}
