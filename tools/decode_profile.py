@@ -62,8 +62,8 @@ def profile_ops(step, device: str, warmup: int = 4, kernels: bool = False) -> di
     return qwen3.op_table(prof)
 
 
-def profile_training(base, size: str, routing_name: str, gpu: bool) -> tuple:
-    """Host time by op of the third AdamW step (bf16 autocast on a GPU), on
+def profile_training(base, size: str, routing_name: str, gpu: bool, step: int = 2) -> tuple:
+    """Host time by op of AdamW step `step` (0-based; bf16 autocast on a GPU), on
     flagos and on the reference device. The reference trains in a clean
     process: torch CUDA cannot run backward in a process that registered a
     PrivateUse1 backend (pytorch/pytorch#161129)."""
@@ -71,9 +71,9 @@ def profile_training(base, size: str, routing_name: str, gpu: bool) -> tuple:
     batch, length = 2, 1024 if gpu else 64
     tokens = qwen3.random_tokens(batch, length, qwen3.vocab_size(base), seed=2)
     ref = qwen3.train_in_clean_process(routing.native_backend(), size=size, seed=0, batch=batch, length=length,
-                                       batch_seeds=[2], profile_step=2, **options)
+                                       batch_seeds=[2], profile_step=step, **options)
     with routing.preset(routing_name):
-        flg = qwen3.profiled_train(qwen3.clone_to(base, "flagos"), [tokens], profile_step=2, **options)
+        flg = qwen3.profiled_train(qwen3.clone_to(base, "flagos"), [tokens], profile_step=step, **options)
     return ref, flg
 
 
@@ -193,6 +193,9 @@ def main() -> None:
     parser.add_argument("--device", default="flagos")
     parser.add_argument("--calls", type=int, default=100000)
     parser.add_argument("--train", action="store_true", help="profile an AdamW step instead")
+    parser.add_argument("--train-step", type=int, default=2,
+                        help="which step to profile (0-based); a FlagGems signature replays once the vendor has "
+                             "served its first 64 calls, 3 steps of a 28-layer model")
     parser.add_argument("--rounds", type=int, default=4,
                         help="decode profiles per target, the targets taking turns (the first one swapped each "
                              "round), averaged")
@@ -210,7 +213,7 @@ def main() -> None:
     dtype = torch.bfloat16 if gpu else torch.float32
     base = qwen3.build_model(size, seed=0)
     if args.train:
-        ref, flg = profile_training(base, size, args.routing, gpu)
+        ref, flg = profile_training(base, size, args.routing, gpu, args.train_step)
         print(f"training step wall time (profiled): {ref['step_ms']:.1f} ms torch {reference}, "
               f"{flg['step_ms']:.1f} ms flagos ({args.routing})")
         table = compare(f"Qwen3 {size} AdamW step", ref["ops"], flg["ops"], args.rows)

@@ -107,7 +107,7 @@ run_step() {
     # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
     # a clean process.
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
-                     timeout 300 .venv/bin/python tools/decode_profile.py --train --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
+                     timeout 300 .venv/bin/python tools/decode_profile.py --train --train-step ${PROFILE_STEP:-2} --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
                    done ;;
     # A training step per configuration, each in a fresh process, and its
     # phases synchronized (tools/train_phases.py).
