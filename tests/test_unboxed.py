@@ -449,6 +449,35 @@ def test_recycled_aliases_are_per_thread(dev):
     assert not errors, errors[0]
 
 
+def test_foreach_over_more_tensors_than_recycled_slots(dev):
+    """An optimizer-sized foreach call (more tensors than the per-thread
+    table of recycled aliases holds) with a list passed twice, views of one
+    storage in a list and dtypes changing between calls: every step matches
+    CPU, and so does an op on fresh tensors after it."""
+    gen = torch.Generator().manual_seed(0)
+    n = 5000
+    base = torch.randn(4 * n, generator=gen)
+    exp_ref = [torch.randn(3, generator=gen) for _ in range(n)]
+    grads_ref = [base[4 * i:4 * i + 3] for i in range(n)]        # views of one storage
+    exp, flat = [t.to(dev) for t in exp_ref], base.to(dev)
+    grads = [flat[4 * i:4 * i + 3] for i in range(n)]
+    for step in range(3):
+        torch._foreach_addcmul_(exp_ref, grads_ref, grads_ref, 0.1)
+        torch._foreach_addcmul_(exp, grads, grads, 0.1)
+        roots_ref = torch._foreach_sqrt([e.abs() for e in exp_ref])
+        roots = torch._foreach_sqrt([e.abs() for e in exp])
+        for i in range(0, n, 499):
+            assert_flagos_close(exp[i], exp_ref[i], rtol=1e-6, atol=1e-6)
+            assert_flagos_close(roots[i], roots_ref[i], rtol=1e-6, atol=1e-6)
+        halves_ref = [e.to(torch.float64) for e in exp_ref[:100]]   # another dtype through the same slots
+        halves = [e.to(torch.float64) for e in exp[:100]]
+        torch._foreach_mul_(halves_ref, 0.5)
+        torch._foreach_mul_(halves, 0.5)
+        assert_flagos_close(halves[7], halves_ref[7])
+    fresh_ref = _x(5, 3)
+    assert_flagos_close(fresh_ref.to(dev) * 2 + 1, fresh_ref * 2 + 1)
+
+
 @requires_host  # stand-ins for FlagGems; on a GPU, tests/test_flaggems_gpu.py runs the real ones
 @pytest.mark.parametrize("op,call", [("add.Tensor", "x + x"),      # an unboxed kernel
                                      ("sigmoid", "x.sigmoid()")])  # the boxed routing kernel

@@ -141,15 +141,34 @@ NativeScope::NativeScope(c10::DeviceIndex device)
 
 namespace {
 
-// Recycled aliases, in the slot of the flagos TensorImpl they last stood
+// Recycled aliases, near the slot of the flagos TensorImpl they last stood
 // for: a hint only, as a reused alias is checked and repointed in full. Per
-// thread, so that no alias is ever in two scopes at once.
-constexpr size_t kRecycledAliases = 512;
-thread_local std::array<at::Tensor, kRecycledAliases> recycled;
+// thread, so that no alias is ever in two scopes at once. Sized for an
+// optimizer step: one foreach call aliases every parameter, gradient and
+// state tensor (over 1,500 for Qwen3-0.6B's AdamW), and a scope returns
+// its aliases only when it ends, so a table smaller than that empties
+// within the call and every alias past it is a new TensorImpl and
+// StorageImpl. A key looks at kProbe slots from its own.
+constexpr size_t kRecycledAliases = 4096;
+constexpr size_t kProbe = 4;
+thread_local std::array<at::Tensor, kRecycledAliases + kProbe - 1> recycled;
 
-at::Tensor& recycled_slot(const c10::TensorImpl* flagos) {
+at::Tensor* recycled_slots(const c10::TensorImpl* flagos) {
   const auto bits = reinterpret_cast<uintptr_t>(flagos);
-  return recycled[((bits >> 4) ^ (bits >> 13)) % kRecycledAliases];
+  return &recycled[((bits >> 4) ^ (bits >> 16)) % kRecycledAliases];
+}
+
+// Where a scope leaves an alias for `flagos`: the first empty slot of its
+// probe, else its own (the alias there goes).
+void keep_recycled(const c10::TensorImpl* flagos, at::Tensor&& alias) {
+  at::Tensor* slots = recycled_slots(flagos);
+  for (size_t i = 0; i < kProbe; ++i) {
+    if (!slots[i].defined()) {
+      slots[i] = std::move(alias);
+      return;
+    }
+  }
+  slots[0] = std::move(alias);
 }
 
 // A native storage over flagos bytes that it does not own.
@@ -171,7 +190,7 @@ NativeScope::~NativeScope() {
     // Anyone else still holding the alias (a result the caller kept)
     // keeps it out of the cache.
     if (e.alias.use_count() != 1) continue;
-    recycled_slot(e.flagos_tensor->unsafeGetTensorImpl()) = std::move(e.alias);
+    keep_recycled(e.flagos_tensor->unsafeGetTensorImpl(), std::move(e.alias));
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
   flagos_guard()->uncheckedSetDevice(previous_device_);
@@ -212,20 +231,34 @@ const NativeScope::Entry* NativeScope::find_entry(const void* key) const {
   return nullptr;
 }
 
+void NativeScope::reserve(size_t tensors) {
+  const size_t total = entries_.size() + tensors;
+  entries_.reserve(total);
+  if (total <= kScanEntries) return;
+  if (!index_) {
+    index_.emplace();
+    for (size_t i = 0; i < entries_.size(); ++i) index_entry(i);
+  }
+  index_->reserve(4 * total);
+}
+
+void NativeScope::index_entry(size_t i) {
+  // The first entry under a key wins, as it does for the scan.
+  const Entry& e = entries_[i];
+  for (const void* key : {static_cast<const void*>(e.flagos_tensor->unsafeGetTensorImpl()),
+                          static_cast<const void*>(e.flagos()), static_cast<const void*>(e.alias.unsafeGetTensorImpl()),
+                          static_cast<const void*>(e.native())}) {
+    index_->emplace(key, i);
+  }
+}
+
 void NativeScope::add_entry(Entry entry) {
   entries_.push_back(std::move(entry));
-  if (entries_.size() <= kScanEntries) return;
-  // The first entry under a key wins, as it does for the scan.
-  const size_t first = index_ ? entries_.size() - 1 : 0;
-  if (!index_) index_.emplace();
-  for (size_t i = first; i < entries_.size(); ++i) {
-    const Entry& e = entries_[i];
-    for (const void* key : {static_cast<const void*>(e.flagos_tensor->unsafeGetTensorImpl()),
-                            static_cast<const void*>(e.flagos()),
-                            static_cast<const void*>(e.alias.unsafeGetTensorImpl()),
-                            static_cast<const void*>(e.native())}) {
-      index_->emplace(key, i);
-    }
+  if (index_) {
+    index_entry(entries_.size() - 1);
+  } else if (entries_.size() > kScanEntries) {
+    index_.emplace();
+    for (size_t i = 0; i < entries_.size(); ++i) index_entry(i);
   }
 }
 
@@ -282,17 +315,19 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
 }
 
 at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
-  // Any alias the slot holds will do, not only the one that stood for `t`:
+  // Any alias the probe holds will do, not only the one that stood for `t`:
   // make_alias() repoints it in full. A fresh activation (a new TensorImpl
   // each call) so takes an alias another fresh tensor left, and pays for
   // neither a TensorImpl nor, when the alias holds its storage alone, a
-  // StorageImpl.
-  at::Tensor alias = std::move(recycled_slot(t.unsafeGetTensorImpl()));
-  if (!alias.defined()) return alias;
-  if (alias.use_count() != 1 || !same_flags(alias.unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
-    return at::Tensor();
+  // StorageImpl. An alias someone else holds, or with other flags, stays.
+  at::Tensor* slots = recycled_slots(t.unsafeGetTensorImpl());
+  for (size_t i = 0; i < kProbe; ++i) {
+    at::Tensor& slot = slots[i];
+    if (slot.defined() && slot.use_count() == 1 && same_flags(slot.unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
+      return std::move(slot);
+    }
   }
-  return alias;
+  return at::Tensor();
 }
 
 void NativeScope::write_back(const at::Tensor& flagos_tensor, const at::Tensor& alias) {

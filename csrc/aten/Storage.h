@@ -46,6 +46,11 @@ class NativeScope {
 
   c10::DeviceIndex device() const { return device_; }
 
+  // Room for `tensors` more aliases, made before a call aliases them: a
+  // foreach call's thousand aliases then grow the scope's index once
+  // instead of rehashing it at every doubling.
+  void reserve(size_t tensors);
+
   // Alias of a flagos tensor as a native tensor (zero copy). The scope
   // keeps a reference to the flagos tensor, to map results back. When the
   // scope ends, its aliases are kept for the next scope on this thread that
@@ -96,6 +101,7 @@ class NativeScope {
   at::Tensor make_alias(const at::Tensor& t, c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&));
   const Entry* find_entry(const void* key) const;
   void add_entry(Entry entry);
+  void index_entry(size_t i);
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
 

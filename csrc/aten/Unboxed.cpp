@@ -65,9 +65,11 @@ struct Scan {
   c10::DeviceIndex device = -1;
   bool fast = true;
   bool complex = false;
+  size_t tensors = 0;
 
   void see_tensor(const at::Tensor& t) {
     if (!t.defined()) return;
+    ++tensors;
     if (t.device().type() == c10::DeviceType::PrivateUse1) {
       const auto index = t.device().index();
       if (device < 0) {
@@ -85,6 +87,10 @@ struct Scan {
     each_tensor(arg, [this](const at::Tensor& t) { see_tensor(t); });
   }
 };
+
+// A call with more tensors than this (a foreach call's lists) reserves its
+// scope's room first.
+constexpr size_t kReserveAbove = 16;
 
 // FlatOperands over the unboxed arguments.
 template <class... Args>
@@ -234,6 +240,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       count_on_native_instead(plan, backend);
     }
     NativeScope scope(scan.device);
+    if (scan.tensors > kReserveAbove) scope.reserve(scan.tensors);
     AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
