@@ -148,6 +148,7 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
             return timed
 
         seconds = {label: [] for label, _, _ in targets}
+        rounds = {label: [] for label, _, _ in targets}
         for label, _, mode in targets:
             results[label]["train_first_ms"] = steps(label, mode, 1)[0] * 1e3
         block = max(1, -(-args.train_steps // args.train_rounds))
@@ -155,11 +156,14 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
             if time.perf_counter() > deadline and all(seconds.values()):
                 break
             for label, _, mode in targets[r % len(targets):] + targets[:r % len(targets)]:
-                seconds[label] += steps(label, mode, block + 1)[1:]
+                timed = steps(label, mode, block + 1)[1:]
+                seconds[label] += timed
+                rounds[label].append(statistics.median(timed) * 1e3)
     del flagos
     for label, _, _ in targets:
         step_ms = statistics.median(seconds[label]) * 1e3
         results[label].update(train_step_ms=step_ms, train_steps_timed=len(seconds[label]),
+                              train_step_round_ms=rounds[label],
                               train_tokens_per_s=args.train_batch * args.train_len / step_ms * 1e3)
 
 
@@ -194,15 +198,15 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens")
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
-    parser.add_argument("--train-steps", type=int, default=6, help="timed training steps after the first, per target")
-    parser.add_argument("--train-rounds", type=int, default=3,
+    parser.add_argument("--train-steps", type=int, default=12, help="timed training steps after the first, per target")
+    parser.add_argument("--train-rounds", type=int, default=6,
                         help="training rounds; each takes its share of the steps on every target, in turn")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile-decode", type=int, default=0, metavar="ROWS",
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
     parser.add_argument("--budget-s", type=float, default=200.0)
-    parser.add_argument("--rounds", type=int, default=7,
+    parser.add_argument("--rounds", type=int, default=15,
                         help="inference rounds; each times every target's prefill and decode once, in turn")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -268,15 +272,13 @@ def main() -> None:
                "train tok/s", "train 1st ms", "prefill x ref", "decode x ref", "train x ref"]
     rows = []
     for label, r in results.items():
-        train_ratio = (ref["train_tokens_per_s"] / r["train_tokens_per_s"]
-                       if "train_tokens_per_s" in r and "train_tokens_per_s" in ref else None)
         r["prefill_x_ref"], r["decode_x_ref"], r["train_x_ref"] = (
-            paired_ratio(r, ref, "prefill"), paired_ratio(r, ref, "decode"), train_ratio)
+            paired_ratio(r, ref, "prefill"), paired_ratio(r, ref, "decode"), paired_ratio(r, ref, "train_step"))
         rows.append([label, r["prefill_ms"], r["prefill_first_ms"], r["decode_ms"], r["decode_first_ms"],
                      r.get("train_tokens_per_s"), r.get("train_first_ms"), r["prefill_x_ref"],
                      r["decode_x_ref"], r["train_x_ref"]])
     print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference} "
-                f"(prefill, decode: median over rounds of the ratio within a round)", columns, rows)
+                f"(prefill, decode, train: median over rounds of the ratio within a round)", columns, rows)
     for label, why in skipped.items():
         print(f"skipped {label}: {why}")
     for label, r in results.items():

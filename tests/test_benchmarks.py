@@ -65,10 +65,10 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
     # Paired ratios: the median over rounds of flagos' time over the
     # reference's in the same round, from the samples the JSON keeps.
     flg, ref = results["flagos default"], results["torch cpu"]
-    for key in ("prefill", "decode"):
+    for key, ratio in (("prefill", "prefill"), ("decode", "decode"), ("train_step", "train")):
         assert len(flg[f"{key}_round_ms"]) == len(ref[f"{key}_round_ms"]) == 2
         ratios = sorted(a / b for a, b in zip(flg[f"{key}_round_ms"], ref[f"{key}_round_ms"]))
-        assert flg[f"{key}_x_ref"] == pytest.approx(sum(ratios) / 2)
+        assert flg[f"{ratio}_x_ref"] == pytest.approx(sum(ratios) / 2)
     assert ref["decode_x_ref"] == pytest.approx(1.0)
     assert "x ref" in stdout
 
