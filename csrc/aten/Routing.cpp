@@ -140,13 +140,14 @@ std::optional<c10::OperatorHandle> find_aten_op(const std::string& name) {
 
 namespace {
 
-// A CompositeImplicitAutograd op may still take a backend kernel when
-// autograd has its own formula for it (derivatives.yaml): autograd never
-// runs the decomposition then, so a backend kernel hides nothing from it.
-// Without one, the decomposition is the op's autograd and must stay.
+// A CompositeImplicitAutograd op takes a backend kernel on flagos only
+// where the vendor's own device has one (silu_backward on CUDA and CPU):
+// flagos then dispatches it as that device does, autograd included.
+// Elsewhere (linear, softmax.int) the decomposition is what autograd
+// differentiates, and a backend kernel would hide it.
 bool decomposition_is_its_autograd(const c10::OperatorHandle& op) {
   return op.hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd) &&
-         !op.hasKernelForDispatchKey(c10::DispatchKey::Autograd);
+         !op.hasKernelForDispatchKey(native_dispatch_key());
 }
 
 torch::Library& claimed_library() {
