@@ -10,7 +10,8 @@ Routings (torch_fl.routing.preset): "default" (the table as loaded),
 (every FlagGems op on FlagGems, but those the packaged table keeps off it
 because FlagGems' kernel was wrong or hung there); the last two need
 FlagGems and are skipped with the reason otherwise. Reference: torch CUDA on the cuda vendor,
-torch CPU on the host vendor. First calls (Triton JIT, caches) are timed
+torch CPU on the host vendor. First calls, and the slowest call of a warm-up
+that runs every signature past its FlagGems record (Triton JIT), are timed
 separately from the steady state (median of repeats, synchronized). Inference
 and training are both timed in rounds in which every target takes its turn;
 the reference trains in a worker process (measure_training says why).
@@ -46,18 +47,34 @@ def _first_call(fn, device):
 
 def prepare_inference(base, device: str, dtype, args) -> dict:
     """A target's model with its prompt and KV cache, its first-call
-    (JIT, caches) times, and prefill/decode closures for the timed rounds."""
+    times, its warm-up, and prefill/decode closures for the timed rounds.
+
+    The warm-up runs every signature past its records. Under the flagos
+    and flaggems routings the vendor's kernel serves a signature's first
+    calls (torch_fl.flaggems.vendor_calls(), 64), and the next one records
+    FlagGems' kernel: FlagGems' Python and Triton's JIT compile, 0.2-1.6 s
+    on an H100 (tools/decode_trace.py). A decode step calls some ops once
+    (embedding, argmax), so their records come at its 65th step, and a
+    prefill calls some once per forward too. The warm-up's slowest call is
+    reported beside the first call, as part of what a first generation
+    costs, and kept out of the steady state."""
     prompt = qwen3.random_tokens(1, args.prefill, qwen3.vocab_size(base), seed=1).to(device)
     decoder = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt)
     result = {"prefill_first_ms": _first_call(decoder.prefill, device)}
     decoder.start()
     result["decode_first_ms"] = _first_call(decoder.decode, device)
-    # Two warm-up calls each: FlagGems' routes record a signature at its 2nd and 3rd calls.
-    for _ in range(2):
-        decoder.prefill()
-        decoder.decode()
-    sync(device)
+    records = _launcher_events()
+    result["prefill_warmup_max_ms"] = max(_first_call(decoder.prefill, device) for _ in range(args.warmup_prefill))
+    result["decode_warmup_max_ms"] = max(_first_call(decoder.decode, device) for _ in range(args.warmup_decode))
+    result["warmup_records"] = _launcher_events() - records
     return {"result": result, "prefill": decoder.prefill, "decode": decoder.decode}
+
+
+def _launcher_events() -> int:
+    """FlagGems calls so far that recorded or ran Python."""
+    if not torch_fl._flaggems.available():
+        return 0
+    return sum(s["recorded"] + s["python"] for s in torch_fl._flaggems.launcher_stats().values())
 
 
 def _routing(mode):
@@ -206,11 +223,21 @@ def main() -> None:
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
     parser.add_argument("--budget-s", type=float, default=200.0)
+    parser.add_argument("--warmup-prefill", type=int, default=None,
+                        help="untimed prefills after the first (default: past the launcher's records, see "
+                             "prepare_inference)")
+    parser.add_argument("--warmup-decode", type=int, default=None,
+                        help="untimed decode steps after the first (default: likewise)")
     parser.add_argument("--rounds", type=int, default=15,
                         help="inference rounds; each times every target's prefill and decode once, in turn")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
 
+    # Past a signature's vendor-served calls, its record and one replay: a
+    # prefill's or decode step's once-per-call ops need that many calls.
+    past_records = torch_fl._flaggems.vendor_calls() + 2 if torch_fl._flaggems.available() else 2
+    args.warmup_prefill = past_records if args.warmup_prefill is None else args.warmup_prefill
+    args.warmup_decode = past_records if args.warmup_decode is None else args.warmup_decode
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
     vendor = torch_fl.flagos.vendor()
@@ -239,7 +266,10 @@ def main() -> None:
             prepared[label] = prepare_inference(base, device, dtype, args)
         prepared[label].update(device=device, mode=mode)
         results[label] = prepared[label]["result"]
-        print(f"  {label}: first calls done at {time.perf_counter() - t_start:.0f} s")
+        r = results[label]
+        print(f"  {label}: first calls and warm-up done at {time.perf_counter() - t_start:.0f} s; slowest warm-up "
+              f"prefill {r['prefill_warmup_max_ms']:.0f} ms, decode step {r['decode_warmup_max_ms']:.0f} ms "
+              f"({r['warmup_records']} FlagGems records)")
     measure_inference_interleaved(prepared, args.rounds, args.prefill)
     print(f"  inference rounds done at {time.perf_counter() - t_start:.0f} s")
     if args.profile_decode:

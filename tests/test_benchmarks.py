@@ -59,7 +59,8 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
         assert r["inference_rounds"] == 2
         # Two training rounds of two steps each, the reference's in its worker process.
         assert r["train_steps_timed"] == 4
-        for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms"):
+        for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms",
+                    "prefill_warmup_max_ms", "decode_warmup_max_ms"):
             assert _positive(r[key]), (label, key, r.get(key))
     assert results["flagos default"]["op_calls_per_route"]["cpu"] > 0
     # Paired ratios: the median over rounds of flagos' time over the
