@@ -126,3 +126,28 @@ def test_decode_profile_profiles_a_prefill(tmp_path):
     assert ops["aten::mm"]["ref_calls"] == ops["aten::mm"]["flagos_calls"] == 15
     assert profile["ref_total_us"] > 0 and profile["flagos_total_us"] > 0
     assert "128-token prefill" in stdout
+
+
+def test_decode_trace_times_each_step_of_each_target(tmp_path):
+    out = tmp_path / "trace.json"
+    stdout = _run("tools/decode_trace.py", "--steps", "3", "--prefill", "8", "--out", str(out))
+    trace = json.loads(out.read_text())
+    assert set(trace) == {"cpu", "native", "default"}
+    for label, steps in trace.items():
+        assert len(steps) == 3 and all(_positive(s["ms"]) for s in steps), (label, steps)
+        # FlagGems' Python is off in these runs: nothing recorded.
+        assert all(s["events"] == {} for s in steps), (label, steps)
+    assert "median" in stdout
+
+
+def test_train_phases_times_each_configuration_in_its_own_process(tmp_path):
+    out = tmp_path / "phases.json"
+    stdout = _run("tools/train_phases.py", "--configs", "ref,native", "--repeats", "1", "--steps", "2",
+                  "--out", str(out))
+    configs = json.loads(out.read_text())["configs"]
+    assert set(configs) == {"ref", "native"}
+    for name, row in configs.items():
+        assert len(row["runs"]) == 1 and len(row["runs"][0]["steps_ms"]) == 2, (name, row)
+        for key in ("step_ms", "forward_ms", "backward_ms", "optimizer_ms"):
+            assert _positive(row[key]), (name, key, row)
+    assert "x ref" in stdout
