@@ -39,21 +39,26 @@ def _qwen3_without_torch_fl():
 
 
 def child(config: str, steps: int, size: str) -> dict:
-    import torch
-
+    """The configuration's measurements, in this process (see run_child)."""
     if config.startswith("ref"):
         if config == "ref+flaggems":
             import flag_gems  # noqa: F401
-        qwen3 = _qwen3_without_torch_fl()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        preset = None
-    else:
-        import torch_fl  # noqa: F401
-        from torch_fl import routing
-        from torch_fl.models import qwen3
+        import torch
 
-        device, preset = "flagos", routing.preset(config.split("-")[0])
-        preset.__enter__()
+        return measure(_qwen3_without_torch_fl(), "cuda" if torch.cuda.is_available() else "cpu", steps, size)
+    import torch_fl  # noqa: F401
+    from torch_fl import routing
+    from torch_fl.models import qwen3
+
+    with routing.preset(config.split("-")[0]):
+        return measure(qwen3, "flagos", steps, size)
+
+
+def measure(qwen3, device: str, steps: int, size: str) -> dict:
+    """Median step time over `steps` timed steps after 3 untimed ones, then
+    each phase's median time over steps synchronized at every phase's end."""
+    import torch
+
     gpu = torch.cuda.is_available()
     batch, length = 2, 1024 if gpu else 64
     base = qwen3.build_model(size, seed=0)
@@ -81,7 +86,7 @@ def child(config: str, steps: int, size: str) -> dict:
     with qwen3.paused_gc():
         for _ in range(max(3, steps // 2)):
             trainer.step(tokens[0])
-    if "torch_fl" in sys.modules and config.startswith("ref"):
+    if "torch_fl" in sys.modules and device != "flagos":
         raise RuntimeError("the reference process imported torch_fl")
     return {"step_ms": statistics.median(step_s) * 1e3, "steps_ms": [s * 1e3 for s in step_s],
             "tokens": batch * length, **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in phases.items()}}
