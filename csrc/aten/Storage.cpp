@@ -235,11 +235,13 @@ void NativeScope::reserve(size_t tensors) {
   const size_t total = entries_.size() + tensors;
   entries_.reserve(total);
   if (total <= kScanEntries) return;
-  if (!index_) {
-    index_.emplace();
-    for (size_t i = 0; i < entries_.size(); ++i) index_entry(i);
-  }
+  if (!index_) build_index();
   index_->reserve(4 * total);
+}
+
+void NativeScope::build_index() {
+  index_.emplace();
+  for (size_t i = 0; i < entries_.size(); ++i) index_entry(i);
 }
 
 void NativeScope::index_entry(size_t i) {
@@ -257,8 +259,7 @@ void NativeScope::add_entry(Entry entry) {
   if (index_) {
     index_entry(entries_.size() - 1);
   } else if (entries_.size() > kScanEntries) {
-    index_.emplace();
-    for (size_t i = 0; i < entries_.size(); ++i) index_entry(i);
+    build_index();
   }
 }
 

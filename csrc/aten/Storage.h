@@ -101,6 +101,8 @@ class NativeScope {
   at::Tensor make_alias(const at::Tensor& t, c10::MaybeOwned<at::Tensor> (*keep)(const at::Tensor&));
   const Entry* find_entry(const void* key) const;
   void add_entry(Entry entry);
+  // The hash index over the entries so far; index_entry() adds one.
+  void build_index();
   void index_entry(size_t i);
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
