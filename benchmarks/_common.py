@@ -41,6 +41,25 @@ def time_per_call(fn: Callable[[], object], device: str, calls: int = 200, repea
     return statistics.median(samples)
 
 
+def target_routing(mode):
+    """The flagos routing preset of a target ("native", "default", ...);
+    torch's own device (mode None) has none."""
+    import contextlib
+
+    from torch_fl import routing
+
+    return routing.preset(mode) if mode else contextlib.nullcontext()
+
+
+def calls_past_records() -> int:
+    """Calls of one signature that take it past its FlagGems record, so
+    that the timed calls after them replay: the vendor-served calls
+    (torch_fl.flaggems.vendor_calls()), the record, and one replay."""
+    import torch_fl
+
+    return torch_fl._flaggems.vendor_calls() + 2 if torch_fl._flaggems.available() else 2
+
+
 def environment() -> Dict[str, object]:
     import torch_fl
 

@@ -30,7 +30,7 @@ import warnings
 
 import torch
 
-from _common import environment, print_table, sync, time_per_call, write_json
+from _common import calls_past_records, environment, print_table, sync, target_routing, time_per_call, write_json
 
 import torch_fl  # noqa: E402
 from torch_fl import routing  # noqa: E402
@@ -72,14 +72,7 @@ def prepare_inference(base, device: str, dtype, args) -> dict:
 
 def _launcher_events() -> int:
     """FlagGems calls so far that recorded or ran Python."""
-    if not torch_fl._flaggems.available():
-        return 0
-    return sum(s["recorded"] + s["python"] for s in torch_fl._flaggems.launcher_stats().values())
-
-
-def _routing(mode):
-    """The flagos routing preset of a target; torch's own device has none."""
-    return routing.preset(mode) if mode else contextlib.nullcontext()
+    return launcher_totals()["python"] if torch_fl._flaggems.available() else 0
 
 
 def measure_inference_interleaved(prepared: dict, rounds: int, prefill_tokens: int) -> None:
@@ -93,7 +86,7 @@ def measure_inference_interleaved(prepared: dict, rounds: int, prefill_tokens: i
         for label in labels[i % len(labels):] + labels[:i % len(labels)]:
             p = prepared[label]
             device = p["device"]
-            with _routing(p["mode"]):
+            with target_routing(p["mode"]):
                 samples[label]["prefill"].append(time_per_call(p["prefill"], device, calls=2, repeats=1, warmup=0) / 1e3)
                 samples[label]["decode"].append(time_per_call(p["decode"], device, calls=4, repeats=1, warmup=0) / 1e3)
     for label, p in prepared.items():
@@ -157,7 +150,7 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
             if label in workers:
                 return workers[label].timed_steps(n)
             routing.reset_stats()
-            with _routing(mode):
+            with target_routing(mode):
                 timed = flagos.timed_steps(tokens, n)
             calls = results[label].setdefault("op_calls_per_route", {})  # of its training steps
             for backend, count in _op_calls_per_route().items():
@@ -238,9 +231,8 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)
 
-    # Past a signature's vendor-served calls, its record and one replay: a
-    # prefill's or decode step's once-per-call ops need that many calls.
-    past_records = torch_fl._flaggems.vendor_calls() + 2 if torch_fl._flaggems.available() else 2
+    # A prefill's or decode step's once-per-call ops need this many calls.
+    past_records = calls_past_records()
     args.warmup_prefill = past_records if args.warmup_prefill is None else args.warmup_prefill
     args.warmup_decode = past_records if args.warmup_decode is None else args.warmup_decode
     t_start = time.perf_counter()
@@ -267,7 +259,7 @@ def main() -> None:
         if time.perf_counter() > deadline and mode is not None:
             skipped[label] = f"time budget of {args.budget_s:.0f} s used up"
             continue
-        with _routing(mode):
+        with target_routing(mode):
             prepared[label] = prepare_inference(base, device, dtype, args)
         prepared[label].update(device=device, mode=mode)
         results[label] = prepared[label]["result"]
@@ -279,7 +271,7 @@ def main() -> None:
     print(f"  inference rounds done at {time.perf_counter() - t_start:.0f} s")
     if args.profile_decode:
         for label, p in prepared.items():
-            with _routing(p["mode"]):
+            with target_routing(p["mode"]):
                 print_decode_profile(p["decode"], p["device"], args.profile_decode)
     prepared.clear()
     torch.flagos.empty_cache()

@@ -21,7 +21,6 @@ inside it; "self us" is time not spent in a nested op, so on flagos it holds the
 routing kernel's cost as well as the vendor kernel's launch.
 """
 import argparse
-import contextlib
 import functools
 import json
 import sys
@@ -35,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import torch_fl  # noqa: E402
 from torch_fl import routing  # noqa: E402
 from torch_fl.models import qwen3  # noqa: E402
-from _common import sync  # noqa: E402
+from _common import calls_past_records, sync, target_routing  # noqa: E402
 
 
 def decode_step(base, device: str, dtype, prefill: int, prefill_only: bool = False):
@@ -159,7 +158,7 @@ def alternate(profiler, ref_step, flg_step, reference: str, routing_name: str, r
     for r in range(rounds):
         turns = [(0, ref_step, reference), (1, flg_step, "flagos")]
         for side, step, device in (turns if r % 2 == 0 else turns[::-1]):
-            with routing.preset(routing_name) if side else contextlib.nullcontext():
+            with target_routing(routing_name if side else None):
                 table = profiler(step, device)
             for key, row in table.items():
                 acc = totals[side].setdefault(key, dict.fromkeys(row, 0.0))
@@ -224,7 +223,7 @@ def main() -> None:
         if args.python:
             profiler = profile_python
         elif args.prefill:
-            profiler = functools.partial(profile_ops, warmup=70, kernels=True)
+            profiler = functools.partial(profile_ops, warmup=calls_past_records(), kernels=True)
         else:
             profiler = profile_ops
         ref_step = decode_step(base, reference, dtype, 128, prefill_only=args.prefill)

@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import torch_fl  # noqa: E402
 from torch_fl import flaggems, routing  # noqa: E402
 from torch_fl.models import qwen3  # noqa: E402
+from _common import target_routing  # noqa: E402
 
 EVENTS = ("recorded", "python", "flushed")
 
@@ -53,16 +55,17 @@ def main() -> None:
     dtype = torch.bfloat16 if gpu else torch.float32
     base = qwen3.build_model(args.size or ("0.6b" if gpu else "small"), seed=0)
     prompt = qwen3.random_tokens(1, args.prefill, qwen3.vocab_size(base), seed=1)
-    targets = [(reference, None)] + [("flagos", r) for r in args.routings.split(",")]
+    # (label, device, routing preset or None for torch's own device)
+    targets = [(reference, reference, None)] + [(r, "flagos", r) for r in args.routings.split(",")]
     decoders = {}
-    for device, mode in targets:
-        with routing.preset(mode) if mode else torch.no_grad():
-            decoders[mode or reference] = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt.to(device))
-            decoders[mode or reference].start()
+    for label, device, mode in targets:
+        with target_routing(mode):
+            decoders[label] = qwen3.Decoder(qwen3.clone_to(base, device, dtype), prompt.to(device))
+            decoders[label].start()
     trace = {label: [] for label in decoders}
     for step in range(args.steps):
-        for (device, mode), label in zip(targets, decoders):
-            with routing.preset(mode) if mode else torch.no_grad():
+        for label, device, mode in targets:
+            with target_routing(mode):
                 before = launcher_counts()
                 qwen3.sync(device)
                 start = time.perf_counter()

@@ -331,7 +331,6 @@ def op_table(prof) -> dict:
     own too ("kernel" true): sum device time over kernel rows only. The
     phases' own rows are left out: a backward that runs on the autograd
     engine's device thread is not nested in its phase."""
-
     return {e.key: {"calls": e.count, "self_us": e.self_cpu_time_total, "total_us": e.cpu_time_total,
                     "device_us": getattr(e, "self_device_time_total", 0.0), "kernel": _on_device(e)}
             for e in prof.key_averages() if not e.key.startswith(PHASE_PREFIX)}
@@ -369,7 +368,7 @@ def gpu_timeline(prof) -> dict:
     host = [e for e in events if e.device_type == DeviceType.CPU]
     if not host:
         return {}
-    window = (min(e.time_range.start for e in host), max(max(e.time_range.end for e in events), 0))
+    window = (min(e.time_range.start for e in host), max(e.time_range.end for e in events))
     table = {"window_us": window[1] - window[0], "gpu_busy_us": _busy_us(device)}
     for e in host:
         if e.name.startswith(PHASE_PREFIX):
