@@ -43,7 +43,7 @@ run_step() {
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} ${OPS_REPLAY:+--replay} ${OPS_ONLY:+--only "$OPS_ONLY"} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
     # FLAGOS_LAUNCHER_LOG=1 adds a line per signature the launcher gives up.
-    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-200} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-120} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
+    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-300} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-200} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
            grep "^\[flagos launcher\]" "$OUT/qwen3-bench.log" | sed -E 's/0x[0-9a-f]+(\+[0-9]+)?/ADDR/g' | sort | uniq -c | sort -rn | head -40 ;;
     # -v names every test as it runs, so a crash still shows which test it
     # was; the run then resumes after that test (at most 3 times).
@@ -106,6 +106,10 @@ run_step() {
                     done ;;
     # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
     # a clean process.
+    # Per op, the GPU time of its kernels on the vendor's route and on FlagGems'
+    # in a Qwen3-0.6B training step and prefill (the measurement behind a
+    # speed hold in torch_fl/backends.conf).
+    route-kernels) timeout ${ROUTE_KERNELS_TIMEOUT:-300} .venv/bin/python tools/route_kernels.py --rows ${ROUTE_ROWS:-40} --out "$OUT/route_kernels.json" 2>&1 | grep -v "^USDT\|^\[flagos launcher\]" | tail -$(( 2 * ${ROUTE_ROWS:-40} + 12 )) ;;
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
                      timeout 300 .venv/bin/python tools/decode_profile.py --train --train-step ${PROFILE_STEP:-2} --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
                    done ;;
