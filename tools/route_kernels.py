@@ -6,7 +6,7 @@ op. The routing table holds an op on the vendor's kernel where FlagGems'
 kernel is slower in the steps that users run; this tool is the measurement
 behind such a line in torch_fl/backends.conf.
 
-    python tools/route_kernels.py [--rows 40] [--out route_kernels.json] [--skip-prefill]
+    python tools/route_kernels.py [--rows 40] [--out route_kernels.json] [--skip-prefill] [--ablate]
 
 Each routing warms up past FlagGems' records first (a training step's
 decoder-layer ops record in its third step, a prefill's once-per-forward ops
@@ -16,11 +16,19 @@ kernels'. An op's device time is that of the kernels launched inside it
 under the nested op. "routes" gives the calls per backend of the op's
 overloads under the flaggems routing: an op that FlagGems' wrapper sends on
 to the vendor for some arguments (mul with broadcasting) shows both.
+
+An op's route also changes the time of other ops' kernels: a kernel that
+returns another memory layout than the vendor's makes a later copy cheaper
+or dearer. --ablate measures that: from the flaggems routing, each op that
+FlagGems serves in the step is moved back to the vendor's kernel alone, and
+the step's whole kernel time (and its copies') is compared with the
+flaggems routing's.
 """
 import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -53,14 +61,47 @@ def routes_by_op(stats: dict) -> dict:
     return routes
 
 
-def profile_training(base, name: str, tokens: torch.Tensor) -> tuple:
+def profile_training(base, name: str, tokens: torch.Tensor, changes: Optional[dict] = None) -> tuple:
     """Step 3 (0-based) of AdamW with bf16 autocast on a fresh copy of the
-    model under routing `name`: the op table and the step's routes."""
+    model under routing `name` (and `changes` to it, {overload: backend}):
+    the op table, the routes of the four steps by overload, and the
+    profiled step's wall time."""
     routing.reset_stats()
-    with routing.preset(name):
+    with routing.preset(name), routing.override_ops(changes or {}):
         profiled = qwen3.profiled_train(qwen3.clone_to(base, "flagos"), [tokens], profile_step=3, lr=1e-4,
                                         foreach=True, autocast_dtype=torch.bfloat16)
-    return device_us_by_op(profiled["ops"]), routes_by_op(routing.stats()), profiled["step_ms"]
+    return device_us_by_op(profiled["ops"]), routing.stats(), profiled["step_ms"]
+
+
+def ablate(base, tokens: torch.Tensor, flaggems_stats: dict, baseline: dict) -> list:
+    """The step's kernel time with each op that FlagGems served (all of its
+    overloads that did) moved back to the vendor, against the flaggems
+    routing's; most saved first."""
+    native = routing.native_backend()
+    by_op = {}
+    for overload, per_backend in flaggems_stats.items():
+        if per_backend.get("flagos"):
+            by_op.setdefault(overload.split(".", 1)[0], []).append(overload)
+    total0 = sum(us for _, us in baseline.values())
+    copy0 = baseline.get("aten::copy_", (0, 0.0))[1]
+    rows = []
+    for op, overloads in sorted(by_op.items()):
+        table, _, _ = profile_training(base, "flaggems", tokens, {o: native for o in overloads})
+        total = sum(us for _, us in table.values())
+        rows.append({"op": op, "overloads": overloads, "kernel_us": total, "saved_us": total0 - total,
+                     "copy_saved_us": copy0 - table.get("aten::copy_", (0, 0.0))[1],
+                     "own_saved_us": baseline.get(f"aten::{op}", (0, 0.0))[1] - table.get(f"aten::{op}", (0, 0.0))[1]})
+        print(f"  {op} on {native}: step kernel time {total / 1e3:.2f} ms", flush=True)
+    rows.sort(key=lambda row: -row["saved_us"])
+    return rows
+
+
+def print_ablation(rows: list, total_us: float) -> None:
+    print(f"\nEach op alone back on the vendor's kernel, from the flaggems routing ({total_us / 1e3:.1f} ms of kernels):")
+    print(f"{'op':28} {'kernel ms':>9} {'saved us':>9} {'its own':>8} {'copies':>8}  overloads")
+    for row in rows:
+        print(f"{row['op'][:28]:28} {row['kernel_us'] / 1e3:9.2f} {row['saved_us']:9.0f} {row['own_saved_us']:8.0f} "
+              f"{row['copy_saved_us']:8.0f}  {', '.join(row['overloads'])}")
 
 
 def profile_prefill(base, name: str) -> tuple:
@@ -113,6 +154,8 @@ def main() -> None:
     parser.add_argument("--size", default="0.6b", choices=["small", "0.6b"])
     parser.add_argument("--rows", type=int, default=40)
     parser.add_argument("--skip-prefill", action="store_true")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also time the training step with each FlagGems op alone back on the vendor")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if not torch_fl._flaggems.available():
@@ -127,11 +170,14 @@ def main() -> None:
     for name in ROUTINGS:
         tables[name], stats, step_ms[name] = profile_training(base, name, tokens)
         if name == "flaggems":
-            routes = stats
+            flaggems_stats, routes = stats, routes_by_op(stats)
     out["train"] = join(tables, routes)
     out["train_step_ms"] = step_ms
     print_rows(f"Qwen3 {args.size} AdamW step (bf16 autocast, 2 x {tokens.shape[1]} tokens); profiled step "
                f"{step_ms['native']:.0f} ms native, {step_ms['flaggems']:.0f} ms flaggems", out["train"], args.rows)
+    if args.ablate:
+        out["ablation"] = ablate(base, tokens, flaggems_stats, tables["flaggems"])
+        print_ablation(out["ablation"], sum(us for _, us in tables["flaggems"].values()))
     if not args.skip_prefill:
         for name in ROUTINGS:
             tables[name], stats = profile_prefill(base, name)
