@@ -9,6 +9,7 @@ imported.
 """
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,6 +112,35 @@ def test_override_flaggems_ops_can_keep_the_packaged_routes(tmp_path, monkeypatc
         assert origins() == {"mm": str(conf), "add.Tensor": "flagos_routing_set", "sum": "flagos_routing_set"}
         assert routing.route_of("add.Tensor") == NATIVE
     assert origins() == {"mm": str(conf)}
+
+
+def test_the_flaggems_preset_runs_speed_holds_on_flaggems(tmp_path, monkeypatch):
+    # Speed holds live in a file the packaged table includes: the default
+    # routing keeps them on the vendor, the all-FlagGems preset does not
+    # (it is how they are measured), and correctness holds stay put.
+    conf = tmp_path / "backends.conf"
+    (tmp_path / "speed.conf").write_text("sum = cpu\n")
+    conf.write_text("mm = cpu\ninclude speed.conf\n")
+    monkeypatch.setattr(routing, "packaged_config", lambda vendor=None: conf)
+    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["mm", "add.Tensor", "sum"])
+    routing.load(str(conf))
+    assert routing.route_of("sum") == "cpu"
+    # The preset "flaggems" is override_flaggems_ops("flagos", keep_packaged=True),
+    # which needs FlagGems; the vendor's word shows the same choice anywhere.
+    with routing.override_flaggems_ops(NATIVE, keep_packaged=True):
+        origins = {op: origin for op, _, origin, _ in routing.entries()}
+        assert origins == {"mm": str(conf), "sum": "flagos_routing_set", "add.Tensor": "flagos_routing_set"}
+    assert routing.route_of("sum") == "cpu"
+
+
+def test_packaged_speed_holds_are_an_included_file():
+    conf = routing.packaged_config("cuda")
+    included = [line.split(None, 1)[1] for line in conf.read_text().splitlines() if line.startswith("include ")]
+    assert included == ["speed_holds_cuda.conf"]
+    speed = (conf.parent / included[0]).read_text()
+    for op in ("sum.dim_IntList", "div.Scalar", "cat", "pow.Tensor_Scalar"):
+        assert f"\n{op} = cuda\n" in speed
+        assert f"\n{op} = " not in conf.read_text()
 
 
 def test_override_keyword_spellings():
@@ -429,6 +459,6 @@ def test_packaged_tables_name_real_ops_and_backends(vendor):
     assert path.is_file(), path
     _C._routing_load(str(path), True)
     for op, backend, origin, line in routing.entries():
-        assert origin == str(path)
+        assert Path(origin).parent == path.parent  # the table or a file it includes
         assert backend in routing.BACKENDS, f"{path.name}:{line}: backend '{backend}'"
         assert _C._op_exists(op), f"{path.name}:{line}: no ATen op '{op}'"

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.anyplatform, pytest.mark.usefixtures("restore_routing"
 
 NATIVE = {"host": "cpu"}.get(VENDOR, VENDOR)
 
-HOT = ["add.Tensor", "add_.Tensor", "mul.Tensor", "mm", "bmm", "cat", "mean.dim", "_softmax", "copy_"]
+HOT = ["add.Tensor", "add_.Tensor", "mul.Tensor", "mm", "bmm", "cat", "mean.dim", "_softmax", "silu_backward", "copy_"]
 
 
 def _x(*shape, dtype=torch.float32, seed=0):

@@ -384,22 +384,25 @@ def render_from_json(args) -> int:
         routes[op] = packaged.get(line, "cuda" if op in failing else "flagos")
         if routes[op] != "flagos" and op not in failing:  # held for a reason the sweep could not see
             for d in DTYPES:
-                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/backends.conf: {packaged.get(line + '#', '')}"
+                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/{packaged.get(line + '@')}: {packaged.get(line + '#', '')}"
     write_reports(args, summary, table, served, routes)
     return 0
 
 
-def _packaged_routes():
-    """op -> backend of torch_fl/backends.conf, and op + '#' -> the comment
-    block above its line."""
+def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf"):
+    """op -> backend of torch_fl/backends.conf and the files it includes
+    (the speed holds), and op + '#' -> the comment block above its line."""
     routes, comment = {}, []
-    for line in (ROOT / "torch_fl" / "backends.conf").read_text().splitlines():
+    for line in path.read_text().splitlines():
         text = line.strip()
         if text.startswith("#"):
             comment.append(text.lstrip("# "))
+        elif text.startswith("include "):
+            routes.update(_packaged_routes(path.parent / text.split(None, 1)[1]))
+            comment = []
         elif "=" in text:
             op, backend = (w.strip() for w in text.split("#")[0].split("=", 1))
-            routes[op], routes[op + "#"] = backend, " ".join(comment)
+            routes[op], routes[op + "#"], routes[op + "@"] = backend, " ".join(comment), path.name
         else:
             comment = []
     return routes

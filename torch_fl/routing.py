@@ -146,7 +146,8 @@ def override_flaggems_ops(backend: str, *, keep_packaged: bool = False) -> Itera
     "cuda" (or the vendor's word) for all-native, "flagos" for all-FlagGems.
     ``keep_packaged=True`` leaves alone the ops that the packaged table for
     this vendor routes elsewhere (FlagGems kernels found wrong or hanging on
-    this vendor; see docs/operator-support.md)."""
+    this vendor; see docs/operator-support.md). The speed holds, in a file
+    the packaged table includes, are not kept: they are what this measures."""
     ops = _flaggems.available_ops()
     if keep_packaged:
         packaged = str(packaged_config())
@@ -166,7 +167,8 @@ def preset(name: str) -> Iterator[None]:
     "default": the table as loaded; "native": every op FlagGems serves on the
     vendor's own kernels; "flaggems": every op FlagGems serves on FlagGems,
     except those the packaged table for this vendor routes elsewhere because
-    FlagGems' kernel was found wrong or hanging there."""
+    FlagGems' kernel was found wrong or hanging there (its speed holds, where
+    FlagGems is right but slower, run on FlagGems)."""
     if name not in PRESETS:
         raise ValueError(f"unknown routing preset '{name}'; expected one of {', '.join(PRESETS)}")
     if name == "default":

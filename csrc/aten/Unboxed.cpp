@@ -386,6 +386,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   register_unboxed<at::_ops::where_self>(m);
   register_unboxed<at::_ops::index_select>(m);
   register_unboxed<at::_ops::silu>(m);
+  register_unboxed<at::_ops::silu_backward>(m);
   register_unboxed<at::_ops::_softmax>(m);
   register_unboxed<at::_ops::_softmax_backward_data>(m);
   register_unboxed<at::_ops::_log_softmax>(m);
