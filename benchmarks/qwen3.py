@@ -112,6 +112,19 @@ def paired_ratio(r: dict, ref: dict, key: str):
     return r[f"{key}_ms"] / ref[f"{key}_ms"]
 
 
+def paired_spread(r: dict, ref: dict, key: str):
+    """How far the rounds' ratios scatter, which says whether a median near
+    1.00x is a tie or a result: their 25th and 75th percentiles, and in how
+    many rounds the target took less time than the reference. None with
+    fewer than 4 paired rounds."""
+    mine, theirs = r.get(f"{key}_round_ms"), ref.get(f"{key}_round_ms")
+    if not mine or not theirs or len(mine) != len(theirs) or len(mine) < 4:
+        return None
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return {"q1": q1, "q3": q3, "faster_rounds": sum(x < 1.0 for x in ratios), "rounds": len(ratios)}
+
+
 def print_decode_profile(decode, device: str, rows: int) -> None:
     """Where one decode step's host time goes: torch.profiler's CPU table,
     by self time (the per-op cost of a route shows here)."""
@@ -317,6 +330,17 @@ def main() -> None:
                      r["decode_x_ref"], r["train_x_ref"]])
     print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference} "
                 f"(prefill, decode, train: median over rounds of the ratio within a round)", columns, rows)
+    spread_rows = []
+    for label, r in results.items():
+        if label == f"torch {reference}":
+            continue
+        spreads = [paired_spread(r, ref, key) for key in ("prefill", "decode", "train_step")]
+        r["prefill_x_ref_spread"], r["decode_x_ref_spread"], r["train_x_ref_spread"] = spreads
+        spread_rows.append([label] + [f"{s['q1']:.2f}-{s['q3']:.2f}x, faster in {s['faster_rounds']}/{s['rounds']}"
+                                      if s else "-" for s in spreads])
+    if spread_rows:
+        print_table("Spread of the per-round ratios: 25th-75th percentile, and the rounds in which the target "
+                    f"took less time than torch {reference}", ["target", "prefill", "decode", "train"], spread_rows)
     for label, why in skipped.items():
         print(f"skipped {label}: {why}")
     for label, r in results.items():

@@ -72,6 +72,23 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
         assert flg[f"{ratio}_x_ref"] == pytest.approx(sum(ratios) / 2)
     assert ref["decode_x_ref"] == pytest.approx(1.0)
     assert "x ref" in stdout
+    # Two rounds are too few for a spread; it is left out, not made up.
+    assert flg["train_x_ref_spread"] is None and "faster in" not in stdout
+
+
+def test_qwen3_benchmark_spread_of_paired_ratios():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    try:
+        import qwen3 as bench
+    finally:
+        sys.path.pop(0)
+    ref = {"train_step_round_ms": [100.0, 100.0, 200.0, 100.0, 100.0]}
+    mine = {"train_step_round_ms": [90.0, 110.0, 180.0, 95.0, 120.0]}  # ratios .9 1.1 .9 .95 1.2
+    spread = bench.paired_spread(mine, ref, "train_step")
+    assert spread["faster_rounds"] == 3 and spread["rounds"] == 5
+    assert spread["q1"] == pytest.approx(0.9) and spread["q3"] == pytest.approx(1.15)
+    assert bench.paired_spread({"train_step_round_ms": [1.0] * 3}, {"train_step_round_ms": [1.0] * 3},
+                               "train_step") is None
 
 
 def test_decode_profile_joins_both_devices_by_op(tmp_path):
