@@ -14,7 +14,8 @@ torch CPU on the host vendor. First calls, and the slowest call of a warm-up
 that runs every signature past its FlagGems record (Triton JIT), are timed
 separately from the steady state (median of repeats, synchronized). Inference
 and training are both timed in rounds in which every target takes its turn;
-the reference trains in a worker process (measure_training says why).
+every target trains in a worker process of its own (measure_training says
+why).
 
 On the cuda vendor: Qwen3-0.6B architecture (seeded random weights or
 --model), bf16 inference, training 2 x 1024 tokens. On the host vendor: the
@@ -33,7 +34,6 @@ import torch
 from _common import calls_past_records, environment, print_table, sync, target_routing, time_per_call, write_json
 
 import torch_fl  # noqa: E402
-from torch_fl import routing  # noqa: E402
 from torch_fl.models import qwen3  # noqa: E402
 
 
@@ -140,40 +140,28 @@ def print_decode_profile(decode, device: str, rows: int) -> None:
 
 def measure_training(base, targets, results: dict, args, gpu: bool, deadline: float) -> None:
     """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
-    batch, in rounds: each round takes --train-steps / --train-rounds timed
-    steps per target in turn, so that a slow spell of the shared host falls
-    on every target alike; the first step of each is timed alone. A turn
-    starts with one untimed step (the host's caches are the other process's
-    after a switch to or from the worker), and each round starts its turns
-    one target later than the one before, so no target always follows the
-    worker. Every step ends with loss.item(), so each is synchronized. The
-    flagos routings take turns on one model. torch CUDA trains in a worker
-    process without torch_fl: with a PrivateUse1 backend registered,
-    PyTorch's autograd engine refuses CUDA backward (pytorch/pytorch#161129)."""
+    batch, every target in a worker process of its own
+    (qwen3.TrainingWorker: a fresh interpreter that builds the model and
+    trains it, under the target's routing on flagos; torch CUDA's never
+    imports torch_fl, as PyTorch's autograd engine refuses CUDA backward
+    where a PrivateUse1 backend is registered, pytorch/pytorch#161129). So
+    no target trains in a process that has run the inference rounds, and
+    all start alike. Steps are taken in rounds: each round takes
+    --train-steps / --train-rounds timed steps per target in turn, so that
+    a slow spell of the shared host falls on every target alike; the first
+    step of each is timed alone. A turn starts with one untimed step (the
+    host's caches are another process's after a switch), and each round
+    starts its turns one target later than the one before. Every step ends
+    with loss.item(), so each is synchronized."""
     options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
-    tokens = [qwen3.random_tokens(args.train_batch, args.train_len, qwen3.vocab_size(base), seed=2)]
-    flagos = qwen3.Trainer(qwen3.clone_to(base, "flagos"), **options)
-    reference = [t for t in targets if t[1] != "flagos"]
     with contextlib.ExitStack() as stack:
         workers = {label: stack.enter_context(qwen3.TrainingWorker(
             device, size=args.size, seed=0, model_path=args.model, batch=args.train_batch, length=args.train_len,
-            batch_seeds=[2], **options)) for label, device, _ in reference}
-
-        def steps(label, mode, n):
-            if label in workers:
-                return workers[label].timed_steps(n)
-            routing.reset_stats()
-            with target_routing(mode):
-                timed = flagos.timed_steps(tokens, n)
-            calls = results[label].setdefault("op_calls_per_route", {})  # of its training steps
-            for backend, count in _op_calls_per_route().items():
-                calls[backend] = calls.get(backend, 0) + count
-            return timed
-
+            batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
         seconds = {label: [] for label, _, _ in targets}
         rounds = {label: [] for label, _, _ in targets}
         for label, _, mode in targets:
-            results[label]["train_first_ms"] = steps(label, mode, 1)[0] * 1e3
+            results[label]["train_first_ms"] = workers[label].timed_steps(1)[0] * 1e3
             # A decoder layer's ops run once per layer in a step: their
             # records (FlagGems' Python and Triton's JIT) come in the third.
             # The loss and the embedding's backward run once a step: theirs
@@ -182,7 +170,7 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
             warmup = args.train_warmup
             if warmup is None:
                 warmup = calls_past_records() if mode not in (None, "native") else 3
-            results[label]["train_warmup_max_ms"] = max(steps(label, mode, warmup)) * 1e3
+            results[label]["train_warmup_max_ms"] = max(workers[label].timed_steps(warmup)) * 1e3
         block = max(1, -(-args.train_steps // args.train_rounds))
         # A training round is a few hundred ms a target; one round's ratio
         # is too noisy to stand for the step, so the budget cuts only the
@@ -190,11 +178,13 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
         for r in range(args.train_rounds):
             if time.perf_counter() > deadline and 2 * r >= args.train_rounds:
                 break
-            for label, _, mode in targets[r % len(targets):] + targets[:r % len(targets)]:
-                timed = steps(label, mode, block + 1)[1:]
+            for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
+                timed = workers[label].timed_steps(block + 1)[1:]
                 seconds[label] += timed
                 rounds[label].append(statistics.median(timed) * 1e3)
-    del flagos
+        for label, device, _ in targets:
+            if device == "flagos":  # the calls per route of its training steps
+                results[label]["train_op_calls_per_route"] = _calls_per_backend(workers[label].routes)
     for label, _, _ in targets:
         step_ms = statistics.median(seconds[label]) * 1e3
         results[label].update(train_step_ms=step_ms, train_steps_timed=len(seconds[label]),
@@ -202,9 +192,10 @@ def measure_training(base, targets, results: dict, args, gpu: bool, deadline: fl
                               train_tokens_per_s=args.train_batch * args.train_len / step_ms * 1e3)
 
 
-def _op_calls_per_route() -> dict:
+def _calls_per_backend(stats: dict) -> dict:
+    """routing.stats()-shaped counts summed per backend."""
     counts = {}
-    for per_backend in routing.stats().values():
+    for per_backend in stats.values():
         for backend, n in per_backend.items():
             counts[backend] = counts.get(backend, 0) + n
     return counts

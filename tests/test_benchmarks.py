@@ -62,7 +62,7 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
         for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms",
                     "prefill_warmup_max_ms", "decode_warmup_max_ms"):
             assert _positive(r[key]), (label, key, r.get(key))
-    assert results["flagos default"]["op_calls_per_route"]["cpu"] > 0
+    assert results["flagos default"]["train_op_calls_per_route"]["cpu"] > 0
     # Paired ratios: the median over rounds of flagos' time over the
     # reference's in the same round, from the samples the JSON keeps.
     flg, ref = results["flagos default"], results["torch cpu"]
@@ -168,3 +168,14 @@ def test_train_phases_times_each_configuration_in_its_own_process(tmp_path):
         for key in ("step_ms", "forward_ms", "backward_ms", "optimizer_ms"):
             assert _positive(row[key]), (name, key, row)
     assert "x ref" in stdout
+
+
+def test_training_worker_trains_flagos_in_its_own_process():
+    from torch_fl.models import qwen3
+
+    with qwen3.TrainingWorker("flagos", size="small", batch=2, length=8, routing="native") as worker:
+        seconds = worker.timed_steps(2)
+        assert len(seconds) == 2 and all(_positive(s) for s in seconds)
+        assert worker.routes["mm"] == {"cpu": worker.routes["mm"]["cpu"]} and worker.routes["mm"]["cpu"] > 0
+    with pytest.raises(ValueError, match="applies to flagos only"):
+        qwen3.TrainingWorker("cpu", size="small", routing="native")

@@ -446,22 +446,32 @@ def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
 
 class TrainingWorker:
     """A ``Trainer`` of ``build_model(size, seed, model_path)`` on ``device``
-    in a fresh interpreter without torch_fl, taking steps in blocks when
-    asked: a torch CUDA reference that can take turns with flagos, so that
-    a slow spell of the host falls on both. A context manager."""
+    in a fresh interpreter, taking steps in blocks when asked, so that
+    targets can take turns and a slow spell of the host falls on all of
+    them. On torch's own devices the interpreter never imports torch_fl (a
+    torch CUDA reference, see torch_fl/_clean_process.py); on flagos it
+    does, and trains under ``routing`` (a routing.preset name). Training
+    every target in a worker of its own compares like with like: a process
+    that has run inference on other models, and imported what they needed,
+    is not the one a training job runs in. A context manager."""
 
     def __init__(self, device: str, *, size: str = "0.6b", seed: int = 0, model_path: Optional[str] = None,
                  batch: int = 2, length: int = 256, batch_seeds: List[int] = (100,), lr: float = 3e-4,
-                 foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None, timeout: float = 600):
+                 foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None, routing: Optional[str] = None,
+                 timeout: float = 600):
         from torch_fl import _clean_process
 
+        if routing is not None and not _on_flagos(device):
+            raise ValueError(f"TrainingWorker: a routing ('{routing}') applies to flagos only, not to '{device}'")
         self._tmp = tempfile.TemporaryDirectory(prefix="qwen3_worker_")
         spec_path = os.path.join(self._tmp.name, "spec.json")
         with open(spec_path, "w") as f:
             json.dump(dict(device=device, size=size, seed=seed, model_path=model_path, batch=batch, length=length,
-                           batch_seeds=list(batch_seeds), lr=lr, foreach=foreach,
+                           batch_seeds=list(batch_seeds), lr=lr, foreach=foreach, routing=routing,
                            autocast=str(autocast_dtype).replace("torch.", "") if autocast_dtype else None), f)
-        self.what = f"Qwen3 training worker on {device}"
+        self.what = f"Qwen3 training worker on {device}" + (f" ({routing} routing)" if routing else "")
+        # Calls per op and backend over the worker's steps (flagos only).
+        self.routes: Dict[str, Dict[str, int]] = {}
         self._proc = _clean_process.start(__file__, ["--serve", spec_path])
         self._timeout = timeout
         self._reply()  # "ready": the model is built
@@ -470,12 +480,22 @@ class TrainingWorker:
         """``n`` steps; each one's wall time in seconds."""
         self._proc.stdin.write(f"{n}\n")
         self._proc.stdin.flush()
-        return json.loads(self._reply())
+        reply = json.loads(self._reply())
+        for op, per_backend in reply["routes"].items():
+            mine = self.routes.setdefault(op, {})
+            for backend, calls in per_backend.items():
+                mine[backend] = mine.get(backend, 0) + calls
+        return reply["seconds"]
 
     def _reply(self) -> str:
         from torch_fl import _clean_process
 
-        return _clean_process.read_line(self._proc, self.what, self._timeout)
+        # A line of the protocol ("ready", or a JSON object); a library that
+        # prints to standard output on import adds lines of its own.
+        while True:
+            line = _clean_process.read_line(self._proc, self.what, self._timeout)
+            if line == "ready" or line.startswith("{"):
+                return line
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -508,16 +528,47 @@ def _read_spec(spec_path: str):
 
 def _serve(spec_path: str) -> None:
     """TrainingWorker's side: "ready", then for each line n on standard
-    input, n steps and their seconds as one JSON line."""
+    input, n steps and {"seconds": each one's, "routes": calls per op and
+    backend} as one JSON line. Between blocks the device's cached memory
+    goes back, so that idle workers hold their model and state only."""
+    with open(spec_path) as f:
+        spec = json.load(f)
+    on_flagos = _on_flagos(spec["device"])
+    if on_flagos:
+        # The torch_fl this file belongs to (run as a script, its own
+        # folder is the first on the path, not the package's parent).
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        import torch_fl  # noqa: F401  (the flagos device)
+        from torch_fl import routing
+
+        preset = routing.preset(spec["routing"] or "default")
+    else:
+        preset = contextlib.nullcontext()
     _, model, batches, options = _read_spec(spec_path)
     trainer, done = Trainer(model, **options), 0
-    if "torch_fl" in sys.modules:  # PyTorch would refuse CUDA backward (pytorch/pytorch#161129)
+    if not on_flagos and "torch_fl" in sys.modules:  # PyTorch would refuse CUDA backward (pytorch/pytorch#161129)
         raise RuntimeError("the training worker imported torch_fl")
     print("ready", flush=True)
-    for line in sys.stdin:
-        n = int(line)
-        print(json.dumps(trainer.timed_steps(batches, n, start=done)), flush=True)
-        done += n
+    with preset:
+        for line in sys.stdin:
+            n = int(line)
+            if on_flagos:
+                routing.reset_stats()
+            seconds = trainer.timed_steps(batches, n, start=done)
+            print(json.dumps({"seconds": seconds, "routes": routing.stats() if on_flagos else {}}), flush=True)
+            done += n
+            _empty_cache(spec["device"])
+
+
+def _on_flagos(device: str) -> bool:
+    # A string test: "flagos" names no device until torch_fl is imported.
+    return device.split(":", 1)[0] == "flagos"
+
+
+def _empty_cache(device: str) -> None:
+    kind = torch.device(device).type
+    if kind in ("cuda", "flagos"):
+        getattr(torch, kind).empty_cache()
 
 
 def _clean_process_main(spec_path: str, out_path: str) -> None:
