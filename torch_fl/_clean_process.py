@@ -5,7 +5,9 @@ takes it as the process's one accelerator, and the autograd engine trips its
 internal assert `opt_ready_stream && opt_parent_stream` on any backward over
 CUDA tensors (pytorch/pytorch#161129). torch CUDA training references
 therefore run in such a process (torch_fl.models.qwen3.train_in_clean_process,
-tests/clean_reference.py); the script itself must not import torch_fl.
+tests/clean_reference.py); the script itself must not import torch_fl. (A
+flagos training worker, qwen3.TrainingWorker on flagos, starts the same way
+so that every benchmark target starts alike, and imports torch_fl itself.)
 """
 import os
 import select
