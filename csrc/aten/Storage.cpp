@@ -213,10 +213,6 @@ at::Tensor NativeScope::alias_borrowed(const at::Tensor& t) {
   return make_alias(t, [](const at::Tensor& x) { return c10::MaybeOwned<at::Tensor>::borrowed(x); });
 }
 
-// Entries a scope holds before it builds its index: a scan of a few is
-// cheaper than hashing.
-constexpr size_t kScanEntries = 16;
-
 const NativeScope::Entry* NativeScope::find_entry(const void* key) const {
   if (index_) {
     auto it = index_->find(key);

@@ -46,9 +46,14 @@ class NativeScope {
 
   c10::DeviceIndex device() const { return device_; }
 
+  // Entries a scope holds before it builds its hash index: a scan of a few
+  // is cheaper than hashing.
+  static constexpr size_t kScanEntries = 16;
+
   // Room for `tensors` more aliases, made before a call aliases them: a
   // foreach call's thousand aliases then grow the scope's index once
-  // instead of rehashing it at every doubling.
+  // instead of rehashing it at every doubling. Worth calling only for more
+  // than kScanEntries tensors.
   void reserve(size_t tensors);
 
   // Alias of a flagos tensor as a native tensor (zero copy). The scope

@@ -88,10 +88,6 @@ struct Scan {
   }
 };
 
-// A call with more tensors than this (a foreach call's lists) reserves its
-// scope's room first.
-constexpr size_t kReserveAbove = 16;
-
 // FlatOperands over the unboxed arguments.
 template <class... Args>
 bool flat_operands(const Args&... args) {
@@ -240,7 +236,9 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       count_on_native_instead(plan, backend);
     }
     NativeScope scope(scan.device);
-    if (scan.tensors > kReserveAbove) scope.reserve(scan.tensors);
+    // A call with more tensors than a scope scans (a foreach call's lists)
+    // reserves its scope's room first.
+    if (scan.tensors > NativeScope::kScanEntries) scope.reserve(scan.tensors);
     AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
