@@ -138,7 +138,7 @@ def print_decode_profile(decode, device: str, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def measure_training(base, targets, results: dict, args, gpu: bool, deadline: float) -> None:
+def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -> None:
     """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
     batch, every target in a worker process of its own
     (qwen3.TrainingWorker: a fresh interpreter that builds the model and
@@ -300,7 +300,7 @@ def main() -> None:
         why = f"time budget of {args.budget_s:.0f} s used up"
     else:
         why = None
-        measure_training(base, trained, results, args, gpu, deadline)
+        measure_training(trained, results, args, gpu, deadline)
     print(f"  training done at {time.perf_counter() - t_start:.0f} s")
     for label, device, _ in trained:
         if why:

@@ -104,12 +104,12 @@ run_step() {
     profile-python) for r in ${PROFILE_ROUTINGS:-native}; do
                       timeout 200 .venv/bin/python tools/decode_profile.py --python --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/decode_python_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 3 ))
                     done ;;
-    # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
-    # a clean process.
     # Per op, the GPU time of its kernels on the vendor's route and on FlagGems'
     # in a Qwen3-0.6B training step and prefill (the measurement behind a
-    # speed hold in torch_fl/backends.conf).
+    # speed hold in torch_fl/speed_holds_cuda.conf).
     route-kernels) timeout ${ROUTE_KERNELS_TIMEOUT:-300} .venv/bin/python tools/route_kernels.py --rows ${ROUTE_ROWS:-40} ${ROUTE_ARGS:-} --out "$OUT/route_kernels.json" 2>&1 | grep -v "^USDT\|^\[flagos launcher\]" | tail -$(( 2 * ${ROUTE_ROWS:-40} + 12 )) ;;
+    # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
+    # a clean process.
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
                      timeout 300 .venv/bin/python tools/decode_profile.py --train --train-step ${PROFILE_STEP:-2} --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
                    done ;;

@@ -4,7 +4,7 @@ prefill) under the "native" routing (the vendor's kernels) and the
 "flaggems" routing (FlagGems' kernels, replayed), in one process, joined by
 op. The routing table holds an op on the vendor's kernel where FlagGems'
 kernel is slower in the steps that users run; this tool is the measurement
-behind such a line in torch_fl/backends.conf.
+behind such a line in torch_fl/speed_holds_cuda.conf.
 
     python tools/route_kernels.py [--rows 40] [--out route_kernels.json] [--skip-prefill] [--ablate]
 
