@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Dict, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -378,20 +379,26 @@ def render_from_json(args) -> int:
     routes = {}
     for op in served:
         # An exact line, else a bare-name line ("bmm" also holds "bmm.out").
-        line = op if op in packaged else op.split(".", 1)[0]
+        held = packaged.get(op) or packaged.get(op.split(".", 1)[0])
         # A failing op goes to CUDA's kernel unless the packaged table says
         # where (max_pool2d_backward has none: the CPU).
-        routes[op] = packaged.get(line, "cuda" if op in failing else "flagos")
+        routes[op] = held.backend if held else "cuda" if op in failing else "flagos"
         if routes[op] != "flagos" and op not in failing:  # held for a reason the sweep could not see
             for d in DTYPES:
-                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/{packaged.get(line + '@')}: {packaged.get(line + '#', '')}"
+                table[op][d]["detail"] = table[op][d]["detail"] or f"torch_fl/{held.file}: {held.comment}"
     write_reports(args, summary, table, served, routes)
     return 0
 
 
-def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf"):
-    """op -> backend of torch_fl/backends.conf and the files it includes
-    (the speed holds), and op + '#' -> the comment block above its line."""
+class PackagedRoute(NamedTuple):
+    backend: str
+    comment: str  # the comment block above the op's line
+    file: str  # the file of the line: backends.conf or one it includes
+
+
+def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf") -> Dict[str, PackagedRoute]:
+    """The lines of torch_fl/backends.conf and of the files it includes
+    (the speed holds), by op."""
     routes, comment = {}, []
     for line in path.read_text().splitlines():
         text = line.strip()
@@ -402,7 +409,7 @@ def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf"):
             comment = []
         elif "=" in text:
             op, backend = (w.strip() for w in text.split("#")[0].split("=", 1))
-            routes[op], routes[op + "#"], routes[op + "@"] = backend, " ".join(comment), path.name
+            routes[op] = PackagedRoute(backend, " ".join(comment), path.name)
         else:
             comment = []
     return routes
