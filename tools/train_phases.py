@@ -18,21 +18,19 @@ time exceeds its GPU work is bound by its launches).
 import argparse
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-QWEN3_FILE = ROOT / "torch_fl" / "models" / "qwen3.py"
 
 
-def _qwen3_without_torch_fl():
-    """torch_fl/models/qwen3.py loaded as a module of its own: the package
-    (which registers the flagos backend) stays unimported."""
-    spec = importlib.util.spec_from_file_location("qwen3_standalone", QWEN3_FILE)
+def _without_torch_fl(relative: str):
+    """A file of the torch_fl package loaded as a module of its own: the
+    package (which registers the flagos backend) stays unimported."""
+    name = relative.replace("/", "_").removesuffix(".py") + "_standalone"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "torch_fl" / relative)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -45,7 +43,7 @@ def child(config: str, steps: int, size: str) -> dict:
             import flag_gems  # noqa: F401
         import torch
 
-        return measure(_qwen3_without_torch_fl(), "cuda" if torch.cuda.is_available() else "cpu", steps, size)
+        return measure(_without_torch_fl("models/qwen3.py"), "cuda" if torch.cuda.is_available() else "cpu", steps, size)
     import torch_fl  # noqa: F401
     from torch_fl import routing
     from torch_fl.models import qwen3
@@ -93,15 +91,12 @@ def measure(qwen3, device: str, steps: int, size: str) -> dict:
 
 
 def run_child(config: str, steps: int, size: str) -> dict:
-    env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0", PYTHONPATH=f"{ROOT}{os.pathsep}"
-               + os.environ.get("PYTHONPATH", ""))
-    if config.endswith("-noflaggems"):
-        env["FLAGOS_DISABLE_FLAGGEMS_PY"] = "1"
-    proc = subprocess.run([sys.executable, __file__, "--child", config, "--steps", str(steps), "--size", size],
-                          env=env, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{config} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """The configuration's measurements, from a fresh interpreter (the
+    "ref" ones never import torch_fl, see torch_fl/_clean_process.py; nor
+    does this process)."""
+    env = {"FLAGOS_DISABLE_FLAGGEMS_PY": "1"} if config.endswith("-noflaggems") else None
+    out = _without_torch_fl("_clean_process.py").run(__file__, ["--child", config, "--steps", str(steps), "--size", size], config, 900, env=env)
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:

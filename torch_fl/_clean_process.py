@@ -14,18 +14,29 @@ import select
 import subprocess
 import sys
 import tempfile
-from typing import List
+from typing import Dict, List, Optional
 
 
-def _env() -> dict:
+# The folder that holds this torch_fl package: on the child's path, so that
+# a script that imports torch_fl itself gets this copy (a script runs with
+# its own folder first on the path, not the package's parent). Importing is
+# still the script's choice.
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env(extra: Optional[Dict[str, str]] = None) -> dict:
     # torch's device-backend autoload would import installed plugins, this one too.
-    return dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0")
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, TORCH_DEVICE_BACKEND_AUTOLOAD="0",
+               PYTHONPATH=_PACKAGE_PARENT + (os.pathsep + path if path else ""))
+    env.update(extra or {})
+    return env
 
 
-def run(script: str, args: List[str], what: str, timeout: float) -> str:
+def run(script: str, args: List[str], what: str, timeout: float, env: Optional[Dict[str, str]] = None) -> str:
     """The script's standard output; RuntimeError naming ``what`` with the
-    end of its standard error if it fails."""
-    proc = subprocess.run([sys.executable, os.path.abspath(script), *args], env=_env(), capture_output=True,
+    end of its standard error if it fails. ``env``: variables to set for it."""
+    proc = subprocess.run([sys.executable, os.path.abspath(script), *args], env=_env(env), capture_output=True,
                           text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -535,10 +535,7 @@ def _serve(spec_path: str) -> None:
         spec = json.load(f)
     on_flagos = _on_flagos(spec["device"])
     if on_flagos:
-        # The torch_fl this file belongs to (run as a script, its own
-        # folder is the first on the path, not the package's parent).
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-        import torch_fl  # noqa: F401  (the flagos device)
+        import torch_fl  # noqa: F401  (the flagos device; _clean_process puts this copy on the path)
         from torch_fl import routing
 
         preset = routing.preset(spec["routing"] or "default")
