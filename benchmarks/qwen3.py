@@ -159,6 +159,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -
             device, size=args.size, seed=0, model_path=args.model, batch=args.train_batch, length=args.train_len,
             batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
         seconds = {label: [] for label, _, _ in targets}
+        queued = {label: [] for label, _, _ in targets}
         rounds = {label: [] for label, _, _ in targets}
         for label, _, mode in targets:
             results[label]["train_first_ms"] = workers[label].timed_steps(1)[0] * 1e3
@@ -181,13 +182,17 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -
             for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
                 timed = workers[label].timed_steps(block + 1)[1:]
                 seconds[label] += timed
+                queued[label] += workers[label].queue_seconds[1:]
                 rounds[label].append(statistics.median(timed) * 1e3)
         for label, device, _ in targets:
             if device == "flagos":  # the calls per route of its training steps
                 results[label]["train_op_calls_per_route"] = _calls_per_backend(workers[label].routes)
     for label, _, _ in targets:
         step_ms = statistics.median(seconds[label]) * 1e3
+        # A step whose work is queued only just before it ends is bound by
+        # the host, not by the device.
         results[label].update(train_step_ms=step_ms, train_steps_timed=len(seconds[label]),
+                              train_queue_ms=statistics.median(queued[label]) * 1e3,
                               train_step_round_ms=rounds[label],
                               train_tokens_per_s=args.train_batch * args.train_len / step_ms * 1e3)
 
@@ -311,16 +316,18 @@ def main() -> None:
 
     ref = results.get(f"torch {reference}", {})
     columns = ["target", "prefill ms", "prefill 1st ms", "decode ms", "decode 1st ms",
-               "train tok/s", "train 1st ms", "prefill x ref", "decode x ref", "train x ref"]
+               "train tok/s", "train 1st ms", "train queued ms", "prefill x ref", "decode x ref", "train x ref"]
     rows = []
     for label, r in results.items():
         r["prefill_x_ref"], r["decode_x_ref"], r["train_x_ref"] = (
             paired_ratio(r, ref, "prefill"), paired_ratio(r, ref, "decode"), paired_ratio(r, ref, "train_step"))
         rows.append([label, r["prefill_ms"], r["prefill_first_ms"], r["decode_ms"], r["decode_first_ms"],
-                     r.get("train_tokens_per_s"), r.get("train_first_ms"), r["prefill_x_ref"],
+                     r.get("train_tokens_per_s"), r.get("train_first_ms"), r.get("train_queue_ms"), r["prefill_x_ref"],
                      r["decode_x_ref"], r["train_x_ref"]])
-    print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'x ref' = time relative to torch {reference} "
-                f"(prefill, decode, train: median over rounds of the ratio within a round)", columns, rows)
+    print_table(f"Qwen3 {size}: ms per call (median, synchronized); 'train queued ms': a step's time until the "
+                f"host had queued all its work (near the step's time: bound by the host); 'x ref' = time relative "
+                f"to torch {reference} (prefill, decode, train: median over rounds of the ratio within a round)",
+                columns, rows)
     spread_rows = []
     for label, r in results.items():
         if label == f"torch {reference}":

@@ -62,6 +62,8 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
         for key in ("prefill_ms", "decode_ms", "train_tokens_per_s", "prefill_first_ms", "train_first_ms",
                     "prefill_warmup_max_ms", "decode_warmup_max_ms"):
             assert _positive(r[key]), (label, key, r.get(key))
+        # The host has queued a step's work before the step ends (loss.item()).
+        assert 0 < r["train_queue_ms"] <= max(r["train_step_round_ms"]), label
     assert results["flagos default"]["train_op_calls_per_route"]["cpu"] > 0
     # Paired ratios: the median over rounds of flagos' time over the
     # reference's in the same round, from the samples the JSON keeps.
@@ -176,6 +178,9 @@ def test_training_worker_trains_flagos_in_its_own_process():
     with qwen3.TrainingWorker("flagos", size="small", batch=2, length=8, routing="native") as worker:
         seconds = worker.timed_steps(2)
         assert len(seconds) == 2 and all(_positive(s) for s in seconds)
+        # Each step's work was queued before the step ended.
+        assert len(worker.queue_seconds) == 2
+        assert all(0 < q <= s for q, s in zip(worker.queue_seconds, seconds))
         assert worker.routes["mm"] == {"cpu": worker.routes["mm"]["cpu"]} and worker.routes["mm"]["cpu"] > 0
     with pytest.raises(ValueError, match="applies to flagos only"):
         qwen3.TrainingWorker("cpu", size="small", routing="native")

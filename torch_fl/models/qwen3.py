@@ -277,18 +277,24 @@ class Trainer:
                                 if p.grad is not None}
         with self.phase("optimizer"):
             self.opt.step()
+        # Until here the host only queued work; a host-bound step's device
+        # finishes soon after, a device-bound one's much later.
+        self.queued_at = time.perf_counter()
         return loss.item()
 
     def timed_steps(self, batches: List[torch.Tensor], n: int, start: int = 0) -> List[float]:
         """``n`` steps on the batches (cycled from index ``start``); each
-        one's wall time in seconds, Python's garbage collector paused."""
-        seconds = []
+        one's wall time in seconds, Python's garbage collector paused.
+        ``queue_seconds`` then holds each step's time until the host had
+        queued all of its work (before the loss is read back)."""
+        seconds, self.queue_seconds = [], []
         sync(self.device)
         with paused_gc():
             for i in range(n):
                 begin = time.perf_counter()
                 self.step(batches[(start + i) % len(batches)])
                 seconds.append(time.perf_counter() - begin)
+                self.queue_seconds.append(self.queued_at - begin)
         return seconds
 
 
@@ -477,10 +483,13 @@ class TrainingWorker:
         self._reply()  # "ready": the model is built
 
     def timed_steps(self, n: int) -> List[float]:
-        """``n`` steps; each one's wall time in seconds."""
+        """``n`` steps; each one's wall time in seconds. ``queue_seconds``
+        then holds each step's time until its work was queued (see
+        Trainer.timed_steps)."""
         self._proc.stdin.write(f"{n}\n")
         self._proc.stdin.flush()
         reply = json.loads(self._reply())
+        self.queue_seconds = reply["queue_seconds"]
         for op, per_backend in reply["routes"].items():
             mine = self.routes.setdefault(op, {})
             for backend, calls in per_backend.items():
@@ -528,7 +537,8 @@ def _read_spec(spec_path: str):
 
 def _serve(spec_path: str) -> None:
     """TrainingWorker's side: "ready", then for each line n on standard
-    input, n steps and {"seconds": each one's, "routes": calls per op and
+    input, n steps and {"seconds": each one's, "queue_seconds": each one's
+    until queued, "routes": calls per op and
     backend} as one JSON line. Between blocks the device's cached memory
     goes back, so that idle workers hold their model and state only."""
     with open(spec_path) as f:
@@ -552,7 +562,8 @@ def _serve(spec_path: str) -> None:
             if on_flagos:
                 routing.reset_stats()
             seconds = trainer.timed_steps(batches, n, start=done)
-            print(json.dumps({"seconds": seconds, "routes": routing.stats() if on_flagos else {}}), flush=True)
+            print(json.dumps({"seconds": seconds, "queue_seconds": trainer.queue_seconds,
+                              "routes": routing.stats() if on_flagos else {}}), flush=True)
             done += n
             _empty_cache(spec["device"])
 
