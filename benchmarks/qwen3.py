@@ -229,8 +229,8 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=128, help="prompt tokens")
     parser.add_argument("--train-batch", type=int, default=2)
     parser.add_argument("--train-len", type=int, default=None, help="tokens per row (1024 GPU, 64 host)")
-    parser.add_argument("--train-steps", type=int, default=24, help="timed training steps after the first, per target")
-    parser.add_argument("--train-rounds", type=int, default=12,
+    parser.add_argument("--train-steps", type=int, default=60, help="timed training steps after the first, per target")
+    parser.add_argument("--train-rounds", type=int, default=30,
                         help="training rounds; each takes its share of the steps on every target, in turn; "
                              "at least half of them run whatever the time budget")
     parser.add_argument("--train-warmup", type=int, default=None,
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--profile-decode", type=int, default=0, metavar="ROWS",
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
-    parser.add_argument("--budget-s", type=float, default=250.0)
+    parser.add_argument("--budget-s", type=float, default=330.0)
     parser.add_argument("--warmup-prefill", type=int, default=None,
                         help="untimed prefills after the first (default: past the launcher's records, see "
                              "prepare_inference)")
