@@ -415,6 +415,19 @@ def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf") -> Dict[s
     return routes
 
 
+def _default_routes_line(served, routes) -> str:
+    """How the listed ops run by default: on FlagGems, on the vendor's
+    kernel (and how many of those for speed, not correctness), on the CPU,
+    or otherwise (decomposed above the backend key, copies, absent)."""
+    speed = {op for op, r in _packaged_routes().items() if r.file != "backends.conf"}
+    count = lambda want: sum(1 for op in served if routes[op] == want)  # noqa: E731
+    held_for_speed = sum(1 for op in served if routes[op] == "cuda" and op in speed)
+    other = len(served) - count("flagos") - count("cuda") - count("cpu")
+    return (f"- default routes of the ops listed: FlagGems {count('flagos')}; the vendor's kernel "
+            f"{count('cuda')} (of them {held_for_speed} held for speed in `torch_fl/speed_holds_cuda.conf`, "
+            f"the rest for correctness in `torch_fl/backends.conf`); CPU {count('cpu')}; other {other}")
+
+
 def write_reports(args, summary, table, served, routes) -> None:
     verdict = _verdict_fn(args.static)
     failing = summary["failing"]
@@ -457,6 +470,7 @@ def write_reports(args, summary, table, served, routes) -> None:
            f"(their ops may show 'no sample')"] if timeouts and not args.static else []),
         *([f"- samples that never finished (the worker was killed there): {', '.join(summary['hung'])}"]
           if summary.get("hung") else []),
+        _default_routes_line(served, routes),
         f"- kept native (never routed to FlagGems): {len(summary['excluded'])}",
         "",
         "| op | default route | float32 | float16 | bfloat16 | note |",
