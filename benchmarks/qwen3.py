@@ -138,9 +138,9 @@ def print_decode_profile(decode, device: str, rows: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -> None:
+def measure_training(targets, results: dict, args, gpu: bool, deadline: float, batch: int) -> None:
     """AdamW steps (float32 weights and state; bf16 autocast on a GPU) on one
-    batch, every target in a worker process of its own
+    batch of `batch` rows, every target in a worker process of its own
     (qwen3.TrainingWorker: a fresh interpreter that builds the model and
     trains it, under the target's routing on flagos; torch CUDA's never
     imports torch_fl, as PyTorch's autograd engine refuses CUDA backward
@@ -156,7 +156,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -
     options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
     with contextlib.ExitStack() as stack:
         workers = {label: stack.enter_context(qwen3.TrainingWorker(
-            device, size=args.size, seed=0, model_path=args.model, batch=args.train_batch, length=args.train_len,
+            device, size=args.size, seed=0, model_path=args.model, batch=batch, length=args.train_len,
             batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
         seconds = {label: [] for label, _, _ in targets}
         queued = {label: [] for label, _, _ in targets}
@@ -194,7 +194,19 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float) -
         results[label].update(train_step_ms=step_ms, train_steps_timed=len(seconds[label]),
                               train_queue_ms=statistics.median(queued[label]) * 1e3,
                               train_step_round_ms=rounds[label],
-                              train_tokens_per_s=args.train_batch * args.train_len / step_ms * 1e3)
+                              train_tokens_per_s=batch * args.train_len / step_ms * 1e3)
+
+
+def train_large_batch(targets, results: dict, args, gpu: bool, deadline: float, batch: int) -> None:
+    """measure_training() again at `batch` rows, into each target's
+    results["train_large_batch"]; skipped (and said so there) once the time
+    budget is used up, as the benchmark must end within its caller's limit."""
+    large = {label: results[label].setdefault("train_large_batch", {"batch": batch}) for label, _, _ in targets}
+    if time.perf_counter() > deadline:
+        for r in large.values():
+            r["skipped"] = f"time budget of {args.budget_s:.0f} s used up"
+        return
+    measure_training(targets, large, args, gpu, deadline, batch)
 
 
 def _calls_per_backend(stats: dict) -> dict:
@@ -236,11 +248,15 @@ def main() -> None:
     parser.add_argument("--train-warmup", type=int, default=None,
                         help="untimed training steps after the first, per target (default: 3, and past the "
                              "launcher's records where FlagGems serves ops, see measure_training)")
+    parser.add_argument("--train-batch-large", type=int, default=None, metavar="ROWS",
+                        help="after the training rounds, the default routing and the reference train again at "
+                             "this many rows (default: 4 on a GPU, where 2 x 1024 tokens leave a step bound by "
+                             "the host and 4 x 1024 by the device; 0 on the host vendor, or to skip)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--profile-decode", type=int, default=0, metavar="ROWS",
                         help="print a torch.profiler table (ROWS rows) of one decode step per target")
     parser.add_argument("--modes", default="native,default,flaggems", help="flagos routings to measure")
-    parser.add_argument("--budget-s", type=float, default=330.0)
+    parser.add_argument("--budget-s", type=float, default=400.0)
     parser.add_argument("--warmup-prefill", type=int, default=None,
                         help="untimed prefills after the first (default: past the launcher's records, see "
                              "prepare_inference)")
@@ -305,8 +321,13 @@ def main() -> None:
         why = f"time budget of {args.budget_s:.0f} s used up"
     else:
         why = None
-        measure_training(trained, results, args, gpu, deadline)
+        measure_training(trained, results, args, gpu, deadline, args.train_batch)
     print(f"  training done at {time.perf_counter() - t_start:.0f} s")
+    large = args.train_batch_large if args.train_batch_large is not None else (4 if gpu else 0)
+    large_targets = [t for t in trained if t[2] in (None, "default")]
+    if large and not why and len(large_targets) == 2:
+        train_large_batch(large_targets, results, args, gpu, deadline, large)
+        print(f"  training at {large} rows done at {time.perf_counter() - t_start:.0f} s")
     for label, device, _ in trained:
         if why:
             results[label]["train_skipped"] = why
@@ -339,11 +360,25 @@ def main() -> None:
     if spread_rows:
         print_table("Spread of the per-round ratios: 25th-75th percentile, and the rounds in which the target "
                     f"took less time than torch {reference}", ["target", "prefill", "decode", "train"], spread_rows)
+    large_rows = []
+    for label, r in results.items():
+        if "train_large_batch" in r and "skipped" not in r["train_large_batch"]:
+            big, big_ref = r["train_large_batch"], ref["train_large_batch"]
+            big["train_x_ref"] = paired_ratio(big, big_ref, "train_step")
+            spread = big["train_x_ref_spread"] = paired_spread(big, big_ref, "train_step")
+            large_rows.append([label, big["train_tokens_per_s"], big["train_step_ms"], big["train_queue_ms"],
+                               big["train_x_ref"], f"{spread['q1']:.2f}-{spread['q3']:.2f}x, faster in "
+                               f"{spread['faster_rounds']}/{spread['rounds']}" if spread else "-"])
+    if large_rows:
+        print_table(f"Training at {large} x {args.train_len} tokens, the default routing against torch {reference}",
+                    ["target", "train tok/s", "step ms", "queued ms", "train x ref", "spread"], large_rows)
     for label, why in skipped.items():
         print(f"skipped {label}: {why}")
     for label, r in results.items():
         if "train_skipped" in r:
             print(f"{label}: training skipped: {r['train_skipped']}")
+        if "skipped" in r.get("train_large_batch", {}):
+            print(f"{label}: training at {large} rows skipped: {r['train_large_batch']['skipped']}")
     for label, r in results.items():
         if "launcher" in r:
             lt = r["launcher"]

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_dispatch_overhead_times_every_case(tmp_path):
 def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
     out = tmp_path / "qwen3.json"
     stdout = _run("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "4", "--train-rounds", "2",
-                  "--prefill", "16", "--out", str(out))
+                  "--prefill", "16", "--train-batch-large", "3", "--out", str(out))
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"flagos default", "torch cpu"}
     for label, r in results.items():
@@ -76,6 +77,27 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
     assert "x ref" in stdout
     # Two rounds are too few for a spread; it is left out, not made up.
     assert flg["train_x_ref_spread"] is None and "faster in" not in stdout
+    # The second training, at 3 rows: the default routing and the reference
+    # only, with the first training's keys and a ratio of their own.
+    big, big_ref = flg["train_large_batch"], ref["train_large_batch"]
+    assert big["batch"] == big_ref["batch"] == 3 and big["train_steps_timed"] == big_ref["train_steps_timed"] == 4
+    ratios = sorted(a / b for a, b in zip(big["train_step_round_ms"], big_ref["train_step_round_ms"]))
+    assert big["train_x_ref"] == pytest.approx(sum(ratios) / 2)
+    assert big["train_tokens_per_s"] == pytest.approx(3 * 64 / big["train_step_ms"] * 1e3)
+    assert "Training at 3 x 64 tokens" in stdout
+
+
+def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import qwen3 as bench
+
+    results = {"flagos default": {}, "torch cpu": {}}
+    args = SimpleNamespace(budget_s=400.0)
+    # A deadline already past: no worker starts (it would need a model).
+    bench.train_large_batch([("flagos default", "flagos", "default"), ("torch cpu", "cpu", None)], results, args,
+                            gpu=False, deadline=0.0, batch=4)
+    for r in results.values():
+        assert r["train_large_batch"] == {"batch": 4, "skipped": "time budget of 400 s used up"}
 
 
 def test_qwen3_benchmark_spread_of_paired_ratios():
