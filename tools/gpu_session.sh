@@ -43,7 +43,7 @@ run_step() {
     ops) .venv/bin/python tools/operator_support.py --out /tmp/ops/operator_support.json --md "$OUT/operator-support.md" --conf "$OUT/backends.generated.conf" --workers ${OPS_WORKERS:-14} --budget ${OPS_BUDGET:-300} ${OPS_PREVIOUS:+--missing-from "$OPS_PREVIOUS"} ${OPS_REPLAY:+--replay} ${OPS_ONLY:+--only "$OPS_ONLY"} > /tmp/ops.log 2>&1
          cp /tmp/ops/operator_support.json "$OUT/"; tail -30 /tmp/ops.log ;;
     # FLAGOS_LAUNCHER_LOG=1 adds a line per signature the launcher gives up.
-    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-480} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-400} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
+    qwen3) timeout ${QWEN_BENCH_TIMEOUT:-480} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-380} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
            grep "^\[flagos launcher\]" "$OUT/qwen3-bench.log" | sed -E 's/0x[0-9a-f]+(\+[0-9]+)?/ADDR/g' | sort | uniq -c | sort -rn | head -40 ;;
     # -v names every test as it runs, so a crash still shows which test it
     # was; the run then resumes after that test (at most 3 times).
