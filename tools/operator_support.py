@@ -378,8 +378,7 @@ def render_from_json(args) -> int:
     packaged = _packaged_routes()
     routes = {}
     for op in served:
-        # An exact line, else a bare-name line ("bmm" also holds "bmm.out").
-        held = packaged.get(op) or packaged.get(op.split(".", 1)[0])
+        held = _packaged_route_of(op, packaged)
         # A failing op goes to CUDA's kernel unless the packaged table says
         # where (max_pool2d_backward has none: the CPU).
         routes[op] = held.backend if held else "cuda" if op in failing else "flagos"
@@ -415,13 +414,26 @@ def _packaged_routes(path: Path = ROOT / "torch_fl" / "backends.conf") -> Dict[s
     return routes
 
 
+def _packaged_route_of(op: str, packaged: Dict[str, PackagedRoute]):
+    """The packaged line that routes `op`: an exact line, else a bare-name
+    line ("bmm" also holds "bmm.out"); None if none does."""
+    return packaged.get(op) or packaged.get(op.split(".", 1)[0])
+
+
 def _default_routes_line(served, routes) -> str:
     """How the listed ops run by default: on FlagGems, on the vendor's
     kernel (and how many of those for speed, not correctness), on the CPU,
     or otherwise (decomposed above the backend key, copies, absent)."""
-    speed = {op for op, r in _packaged_routes().items() if r.file != "backends.conf"}
-    count = lambda want: sum(1 for op in served if routes[op] == want)  # noqa: E731
-    held_for_speed = sum(1 for op in served if routes[op] == "cuda" and op in speed)
+    packaged = _packaged_routes()
+
+    def count(want: str) -> int:
+        return sum(1 for op in served if routes[op] == want)
+
+    def in_included_file(op: str) -> bool:  # a speed hold, not backends.conf's own line
+        held = _packaged_route_of(op, packaged)
+        return held is not None and held.file != "backends.conf"
+
+    held_for_speed = sum(1 for op in served if routes[op] == "cuda" and in_included_file(op))
     other = len(served) - count("flagos") - count("cuda") - count("cpu")
     return (f"- default routes of the ops listed: FlagGems {count('flagos')}; the vendor's kernel "
             f"{count('cuda')} (of them {held_for_speed} held for speed in `torch_fl/speed_holds_cuda.conf`, "
