@@ -127,6 +127,13 @@ def paired_spread(r: dict, ref: dict, key: str):
     return {"q1": q1, "q3": q3, "faster_rounds": sum(x < 1.0 for x in ratios), "rounds": len(ratios)}
 
 
+def _spread_text(spread) -> str:
+    """A paired_spread() as a table cell."""
+    if not spread:
+        return "-"
+    return f"{spread['q1']:.2f}-{spread['q3']:.2f}x, faster in {spread['faster_rounds']}/{spread['rounds']}"
+
+
 def print_decode_profile(decode, device: str, rows: int) -> None:
     """Where one decode step's host time goes: torch.profiler's CPU table,
     by self time (the per-op cost of a route shows here)."""
@@ -357,8 +364,7 @@ def main() -> None:
             continue
         spreads = [paired_spread(r, ref, key) for key in ("prefill", "decode", "train_step")]
         r["prefill_x_ref_spread"], r["decode_x_ref_spread"], r["train_x_ref_spread"] = spreads
-        spread_rows.append([label] + [f"{s['q1']:.2f}-{s['q3']:.2f}x, faster in {s['faster_rounds']}/{s['rounds']}"
-                                      if s else "-" for s in spreads])
+        spread_rows.append([label] + [_spread_text(s) for s in spreads])
     if spread_rows:
         print_table("Spread of the per-round ratios: 25th-75th percentile, and the rounds in which the target "
                     f"took less time than torch {reference}", ["target", "prefill", "decode", "train"], spread_rows)
@@ -369,8 +375,7 @@ def main() -> None:
             big["train_x_ref"] = paired_ratio(big, big_ref, "train_step")
             spread = big["train_x_ref_spread"] = paired_spread(big, big_ref, "train_step")
             large_rows.append([label, big["train_tokens_per_s"], big["train_step_ms"], big["train_queue_ms"],
-                               big["train_x_ref"], f"{spread['q1']:.2f}-{spread['q3']:.2f}x, faster in "
-                               f"{spread['faster_rounds']}/{spread['rounds']}" if spread else "-"])
+                               big["train_x_ref"], _spread_text(spread)])
     if large_rows:
         print_table(f"Training at {large} x {args.train_len} tokens, the default routing against torch {reference}",
                     ["target", "train tok/s", "step ms", "queued ms", "train x ref", "spread"], large_rows)
