@@ -91,8 +91,9 @@ def test_report_from_json(tmp_path):
         _record("dropout", "float32", "fail", ["bernoulli_.float", "add.Tensor"], ["add.Tensor"]),
     ]
     # mm.out: held on cuda by the bare "mm" line of torch_fl/backends.conf;
-    # cat: held on cuda for speed by torch_fl/speed_holds_cuda.conf
-    table = {op: {} for op in ("add.Tensor", "mul.Tensor", "sum", "mm.out", "cat")}
+    # cat: held on cuda for speed by torch_fl/speed_holds_cuda.conf, and
+    # cat.out by the same bare-name line
+    table = {op: {} for op in ("add.Tensor", "mul.Tensor", "sum", "mm.out", "cat", "cat.out")}
     summary = {"flaggems_config_entries": 3, "routed_to_flaggems": 3, "excluded": {"_to_copy": "copies"},
                "opinfos": 3, "timeouts": 1, "hung": ["bmm (float32, sample 1)"],
                "environment": {"device": "GPU", "torch": "2.x", "flaggems": "5.0.2"}}
@@ -112,7 +113,7 @@ def test_report_from_json(tmp_path):
     assert rows["`mm.out`"][0] == "cuda" and "torch_fl/backends.conf" in rows["`mm.out`"][4]
     text = md.read_text()
     assert "OpInfos not run within the time budget: 1 of 3" in text
-    assert ("default routes of the ops listed: FlagGems 2; the vendor's kernel 3 (of them 1 held for speed in "
+    assert ("default routes of the ops listed: FlagGems 2; the vendor's kernel 4 (of them 2 held for speed in "
             "`torch_fl/speed_holds_cuda.conf`") in text
     assert "never finished (the worker was killed there): bmm (float32, sample 1)" in text
     lines = conf.read_text().splitlines()
