@@ -451,7 +451,7 @@ def test_recycled_aliases_are_per_thread(dev):
 
 def test_foreach_over_more_tensors_than_recycled_slots(dev):
     """An optimizer-sized foreach call (more tensors than the per-thread
-    table of recycled aliases holds) with a list passed twice, views of one
+    stack of spare aliases holds) with a list passed twice, views of one
     storage in a list and dtypes changing between calls: every step matches
     CPU, and so does an op on fresh tensors after it."""
     gen = torch.Generator().manual_seed(0)
@@ -510,3 +510,84 @@ def test_aliases_python_code_kept_are_not_recycled(op, call):
     assert out["r"] == pytest.approx((x + x if op == "add.Tensor" else x.sigmoid()).tolist())
     x = torch.arange(12.0).view(3, 4)
     torch.testing.assert_close(torch.tensor(out["y"]), x * 2 + x.sigmoid())
+
+
+# ---------------------------------------------- casts (_to_copy)
+
+CASTS = {
+    "float32 to bfloat16": (lambda: _x(5, 7), lambda x, d: x.to(torch.bfloat16)),
+    "float32 to float16": (lambda: _x(5, 7), lambda x, d: x.half()),
+    "float32 to float64": (lambda: _x(5, 7), lambda x, d: x.double()),
+    "float32 to int32": (lambda: _x(5, 7) * 10, lambda x, d: x.to(torch.int32)),
+    "int64 to float32": (lambda: torch.arange(-6, 6), lambda x, d: x.float()),
+    "bool to float32": (lambda: _x(9) > 0, lambda x, d: x.float()),
+    "transposed keeps its strides": (lambda: _x(6, 4), lambda x, d: x.t().to(torch.float64)),
+    "expanded becomes contiguous": (lambda: _x(1, 4), lambda x, d: x.expand(3, 4).to(torch.float64)),
+    "sliced with an offset": (lambda: _x(8, 6), lambda x, d: x[2:, 1::2].to(torch.bfloat16)),
+    "channels_last": (lambda: _x(2, 3, 4, 5), lambda x, d: x.to(torch.float64, memory_format=torch.channels_last)),
+    "contiguous_format of a transpose": (lambda: _x(6, 4),
+                                          lambda x, d: x.t().to(torch.float16, memory_format=torch.contiguous_format)),
+    "same device named": (lambda: _x(5), lambda x, d: x.to(d, torch.float64)),
+    "non_blocking": (lambda: _x(5), lambda x, d: x.to(torch.float64, non_blocking=True)),
+    "copy=True, same dtype": (lambda: _x(5), lambda x, d: x.to(torch.float32, copy=True)),
+    "zero-dim": (lambda: torch.tensor(2.5), lambda x, d: x.to(torch.float64)),
+    "empty": (lambda: _x(0, 3), lambda x, d: x.to(torch.bfloat16)),
+    "negative view": (lambda: _x(5), lambda x, d: torch._neg_view(x).to(torch.float64)),
+    "conjugate view": (lambda: torch.complex(_x(4), _x(4, seed=1)), lambda x, d: x.conj().to(torch.complex128)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASTS))
+def test_casts_agree_with_cpu(name, dev):
+    """tensor.to(dtype) within one flagos device (on the cuda vendor: CUDA's
+    own _to_copy on an alias) gives CPU's values, dtype, shape and strides,
+    and a tensor of its own."""
+    make, cast = CASTS[name]
+    ref_in = make()
+    x = ref_in.to(dev)
+    ref, got = cast(ref_in, torch.device("cpu")), cast(x, dev)
+    assert got.device == x.device and got.dtype == ref.dtype and got.shape == ref.shape
+    assert got.stride() == ref.stride(), (got.stride(), ref.stride())
+    assert_flagos_close(got.resolve_conj().resolve_neg(), ref.resolve_conj().resolve_neg(), exact=True)
+    got.zero_()
+    assert_flagos_close(x, ref_in, exact=True)  # the cast's bytes are its own
+
+
+def test_casts_between_devices_and_under_autograd(dev, dev1):
+    x_ref = _x(4, 3)
+    x = x_ref.to(dev)
+    assert_flagos_close(x.to(dev1, torch.float64), x_ref.double(), exact=True)
+    assert x.to(dev1).device == dev1
+    cpu = x.to("cpu", torch.float64)
+    assert cpu.device.type == "cpu" and torch.equal(cpu, x_ref.double())
+    w = x.detach().requires_grad_()
+    (w.to(torch.float64) * torch.arange(3.0, dtype=torch.float64).to(dev)).sum().backward()
+    assert w.grad.dtype == torch.float32
+    assert_flagos_close(w.grad, torch.arange(3.0).expand(4, 3), exact=True)
+
+
+def test_ops_on_another_device_leave_the_current_device(dev, dev1):
+    """A scope sets the op's device only when it is not the current one, and
+    then sets the current one back: after unboxed, boxed, copy and cast
+    calls on flagos:1 the current device is still flagos:0, and the other
+    way round; every result is on its tensors' device."""
+    from torch_fl import flagos
+
+    x_ref = _x(4, 4)
+    for current, other in ((0, dev1), (1, dev)):
+        flagos.set_device(current)
+        try:
+            x = x_ref.to(other)
+            results = [x + x, x.sigmoid(), x.to(torch.float64), torch.empty_like(x).copy_(x), x @ x]
+            assert flagos.current_device() == current
+            for got in results:
+                assert got.device == other
+            assert_flagos_close(results[0], x_ref * 2)
+            assert_flagos_close(results[1], x_ref.sigmoid())
+            assert_flagos_close(results[2], x_ref.double(), exact=True)
+            assert_flagos_close(results[3], x_ref, exact=True)
+            assert_flagos_close(results[4], x_ref @ x_ref)
+            assert_flagos_close(x.add_(1), x_ref + 1)                  # in place, unboxed
+            assert flagos.current_device() == current
+        finally:
+            flagos.set_device(0)

@@ -7,7 +7,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
-#include <array>
+#include <vector>
 
 #include "runtime/Allocator.h"
 #include "runtime/HostStreams.h"
@@ -125,9 +125,10 @@ void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
 }
 
 NativeScope::NativeScope(c10::DeviceIndex device)
-    : device_(device),
-      previous_device_(flagos_guard()->exchangeDevice(flagos_device(device))),
-      host_(live_vendor() == Vendor::Host) {
+    : device_(device), previous_device_(flagos_guard()->getDevice()), host_(live_vendor() == Vendor::Host) {
+  // Most ops run on the current device: reading it is cheaper than
+  // exchanging it, and the destructor then has nothing to restore.
+  if (previous_device_.index() != device) flagos_guard()->setDevice(flagos_device(device));
   if (host_) {
     // CPU kernels run on this thread now: earlier work queued on the
     // current stream (async copies) must land first.
@@ -141,35 +142,17 @@ NativeScope::NativeScope(c10::DeviceIndex device)
 
 namespace {
 
-// Recycled aliases, near the slot of the flagos TensorImpl they last stood
-// for: a hint only, as a reused alias is checked and repointed in full. Per
-// thread, so that no alias is ever in two scopes at once. Sized for an
-// optimizer step: one foreach call aliases every parameter, gradient and
-// state tensor (over 1,500 for Qwen3-0.6B's AdamW), and a scope returns
-// its aliases only when it ends, so a table smaller than that empties
-// within the call and every alias past it is a new TensorImpl and
-// StorageImpl. A key looks at kProbe slots from its own.
-constexpr size_t kRecycledAliases = 4096;
-constexpr size_t kProbe = 4;
-thread_local std::array<at::Tensor, kRecycledAliases + kProbe - 1> recycled;
-
-at::Tensor* recycled_slots(const c10::TensorImpl* flagos) {
-  const auto bits = reinterpret_cast<uintptr_t>(flagos);
-  return &recycled[((bits >> 4) ^ (bits >> 16)) % kRecycledAliases];
-}
-
-// Where a scope leaves an alias for `flagos`: the first empty slot of its
-// probe, else its own (the alias there goes).
-void keep_recycled(const c10::TensorImpl* flagos, at::Tensor&& alias) {
-  at::Tensor* slots = recycled_slots(flagos);
-  for (size_t i = 0; i < kProbe; ++i) {
-    if (!slots[i].defined()) {
-      slots[i] = std::move(alias);
-      return;
-    }
-  }
-  slots[0] = std::move(alias);
-}
+// Aliases that scopes on this thread have finished with, the most recent
+// last. A scope takes the most recent one, whose TensorImpl and StorageImpl
+// the last op touched (still in the host's caches), and repoints it in
+// full; on a training step's host this costs less than keeping each alias
+// for the flagos tensor it stood for, which found a cold one. Per thread,
+// so that no alias is ever in two scopes at once. Sized for an optimizer
+// step: one foreach call aliases every parameter, gradient and state
+// tensor (over 1,500 for Qwen3-0.6B's AdamW) and returns them only when it
+// ends; a scope ending with the stack full frees the rest.
+constexpr size_t kSpareAliases = 4096;
+thread_local std::vector<at::Tensor> spare_aliases;
 
 // A native storage over flagos bytes that it does not own.
 c10::Storage native_storage_over(void* data, size_t nbytes, c10::DeviceIndex device) {
@@ -189,11 +172,11 @@ NativeScope::~NativeScope() {
   for (auto& e : entries_) {
     // Anyone else still holding the alias (a result the caller kept)
     // keeps it out of the cache.
-    if (e.alias.use_count() != 1) continue;
-    keep_recycled(e.flagos_tensor->unsafeGetTensorImpl(), std::move(e.alias));
+    if (e.alias.use_count() != 1 || spare_aliases.size() >= kSpareAliases) continue;
+    spare_aliases.push_back(std::move(e.alias));
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
-  flagos_guard()->uncheckedSetDevice(previous_device_);
+  if (previous_device_.index() != device_) flagos_guard()->uncheckedSetDevice(previous_device_);
 }
 
 void NativeScope::begin_access(const void* ptr) {
@@ -312,19 +295,16 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
 }
 
 at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
-  // Any alias the probe holds will do, not only the one that stood for `t`:
-  // make_alias() repoints it in full. A fresh activation (a new TensorImpl
-  // each call) so takes an alias another fresh tensor left, and pays for
-  // neither a TensorImpl nor, when the alias holds its storage alone, a
-  // StorageImpl. An alias someone else holds, or with other flags, stays.
-  at::Tensor* slots = recycled_slots(t.unsafeGetTensorImpl());
-  for (size_t i = 0; i < kProbe; ++i) {
-    at::Tensor& slot = slots[i];
-    if (slot.defined() && slot.use_count() == 1 && same_flags(slot.unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
-      return std::move(slot);
-    }
+  // Any spare alias will do: make_alias() repoints it in full. A fresh
+  // activation (a new TensorImpl each call) so pays for neither a
+  // TensorImpl nor, when the alias holds its storage alone, a StorageImpl.
+  // One with other flags (conjugate, negative, wrapped number) stays.
+  if (spare_aliases.empty() || !same_flags(spare_aliases.back().unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
+    return at::Tensor();
   }
-  return at::Tensor();
+  at::Tensor alias = std::move(spare_aliases.back());
+  spare_aliases.pop_back();
+  return alias;
 }
 
 void NativeScope::write_back(const at::Tensor& flagos_tensor, const at::Tensor& alias) {

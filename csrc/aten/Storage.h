@@ -58,11 +58,11 @@ class NativeScope {
 
   // Alias of a flagos tensor as a native tensor (zero copy). The scope
   // keeps a reference to the flagos tensor, to map results back. When the
-  // scope ends, its aliases are kept for the next scope on this thread that
-  // aliases the same flagos tensors (a model's weights, an activation read
-  // forward and backward): a TensorImpl and a StorageImpl less per
-  // argument. An alias that anyone else still holds then (Python code that
-  // kept it included: a tensor's Python object holds a reference) is not.
+  // scope ends, its aliases are kept as spares for the next scopes on this
+  // thread, repointed at whatever tensor they alias then: a TensorImpl and a
+  // StorageImpl less per argument. An alias that anyone else still holds
+  // then (Python code that kept it included: a tensor's Python object holds
+  // a reference) is not.
   at::Tensor alias(const at::Tensor& flagos_tensor);
   // The same, for a flagos tensor that outlives the scope (an argument of
   // an unboxed kernel): the scope borrows it. A second owning reference to
@@ -112,8 +112,8 @@ class NativeScope {
   c10::Storage adopt(const c10::Storage& native, c10::ArrayRef<at::Tensor> results);
   void begin_access(const void* ptr);
 
-  // The alias the last scope on this thread kept for `t`, if it can stand
-  // for `t` again once repointed; else undefined.
+  // The spare alias this thread kept last, if it can stand for `t` once
+  // repointed; else undefined.
   at::Tensor recycled_alias(const at::Tensor& t);
 
   c10::DeviceIndex device_;

@@ -15,6 +15,7 @@
 #include <ATen/core/boxing/impl/boxing.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/Operators.h>
+#include <ATen/ops/_to_copy_native.h>
 #include <ATen/ops/copy_native.h>
 #include <c10/util/SmallVector.h>
 #include <torch/library.h>
@@ -351,6 +352,26 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
   return at::native::copy_(self, src, non_blocking);
 }
 
+// _to_copy (tensor.to(dtype), autocast's casts) is composite for every
+// device: an empty flagos tensor, then copy_ into it, two dispatches and
+// two aliases per cast. A cast within one cuda-vendor device runs CUDA's
+// own _to_copy on one alias instead, and its fresh result is relabelled
+// flagos. On the host vendor a fresh result would be copied into flagos
+// memory, so the composite stays.
+at::Tensor to_copy(const at::Tensor& self, std::optional<at::ScalarType> dtype, std::optional<at::Layout> layout,
+                   std::optional<at::Device> device, std::optional<bool> pin_memory, bool non_blocking,
+                   std::optional<at::MemoryFormat> memory_format) {
+  if (is_flagos(self) && live_vendor() == Vendor::Cuda && (!device || *device == self.device()) &&
+      layout.value_or(at::kStrided) == at::kStrided && !pin_memory.value_or(false)) {
+    NativeScope scope(self.device().index());
+    at::Tensor src = scope.alias_borrowed(self);
+    return scope.to_flagos(at::_ops::_to_copy::redispatch(
+        c10::DispatchKeySet(native_dispatch_key()), src, dtype, layout,
+        device ? std::optional<at::Device>(src.device()) : std::nullopt, pin_memory, non_blocking, memory_format));
+  }
+  return at::native::_to_copy(self, dtype, layout, device, pin_memory, non_blocking, memory_format);
+}
+
 }  // namespace
 
 std::vector<std::string> unboxed_ops() { return registered(); }
@@ -363,6 +384,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   if (!env_flag("FLAGOS_UNBOXED_OPS", /*unset=*/true)) return;
   m.impl("copy_", TORCH_FN(copy_));
   registered().push_back("copy_");
+  m.impl("_to_copy", TORCH_FN(to_copy));
+  registered().push_back("_to_copy");
   register_unboxed<at::_ops::add_Tensor>(m);
   register_unboxed<at::_ops::add__Tensor>(m);
   register_unboxed<at::_ops::sub_Tensor>(m);
