@@ -392,6 +392,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   register_unboxed<at::_ops::mul_Tensor>(m);
   register_unboxed<at::_ops::mul__Tensor>(m);
   register_unboxed<at::_ops::div_Tensor>(m);
+  register_unboxed<at::_ops::div_Scalar>(m);       // scaled dot-product attention's backward
+  register_unboxed<at::_ops::slice_backward>(m);   // every q/k/v slice and rotary half
   register_unboxed<at::_ops::neg>(m);
   register_unboxed<at::_ops::rsqrt>(m);
   register_unboxed<at::_ops::sqrt>(m);
