@@ -161,41 +161,69 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
     step of each is timed alone. A turn starts with one untimed step (the
     host's caches are another process's after a switch), and each round
     starts its turns one target later than the one before. Every step ends
-    with loss.item(), so each is synchronized."""
+    with loss.item(), so each is synchronized. With --train-processes N
+    the rounds are shared out among N workers per target, started one set
+    after the other."""
     options = dict(lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None)
-    with contextlib.ExitStack() as stack:
-        workers = {label: stack.enter_context(qwen3.TrainingWorker(
-            device, size=args.size, seed=0, model_path=args.model, batch=batch, length=args.train_len,
-            batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
-        seconds = {label: [] for label, _, _ in targets}
-        queued = {label: [] for label, _, _ in targets}
-        rounds = {label: [] for label, _, _ in targets}
-        for label, _, mode in targets:
-            results[label]["train_first_ms"] = workers[label].timed_steps(1)[0] * 1e3
-            # A decoder layer's ops run once per layer in a step: their
-            # records (FlagGems' Python and Triton's JIT) come in the third.
-            # The loss and the embedding's backward run once a step: theirs
-            # come in step calls_past_records() - 1 (a 2 s pause on an H100,
-            # which fell in a timed round before this warm-up).
-            warmup = args.train_warmup
-            if warmup is None:
-                warmup = calls_past_records() if mode not in (None, "native") else 3
-            results[label]["train_warmup_max_ms"] = max(workers[label].timed_steps(warmup)) * 1e3
-        block = max(1, -(-args.train_steps // args.train_rounds))
-        # A training round is a few hundred ms a target; one round's ratio
-        # is too noisy to stand for the step, so the budget cuts only the
-        # second half of the rounds.
-        for r in range(args.train_rounds):
-            if time.perf_counter() > deadline and 2 * r >= args.train_rounds:
-                break
-            for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
-                timed = workers[label].timed_steps(block + 1)[1:]
-                seconds[label] += timed
-                queued[label] += workers[label].queue_seconds[1:]
-                rounds[label].append(statistics.median(timed) * 1e3)
-        for label, device, _ in targets:
-            if device == "flagos":  # the calls per route of its training steps
-                results[label]["train_op_calls_per_route"] = _calls_per_backend(workers[label].routes)
+    seconds = {label: [] for label, _, _ in targets}
+    queued = {label: [] for label, _, _ in targets}
+    rounds = {label: [] for label, _, _ in targets}
+    per_process = {label: [] for label, _, _ in targets}
+    routes = {label: {} for label, _, _ in targets}
+    block = max(1, -(-args.train_steps // args.train_rounds))
+    # With --train-processes N, each target trains in N worker processes
+    # one after the other, the rounds shared out among them: a process's own
+    # bias (the cores it landed on, its memory layout) lasts for all of its
+    # rounds, so pairing rounds alone does not remove it.
+    processes = max(1, min(args.train_processes, args.train_rounds))
+    r = 0
+    for p in range(processes):
+        last_round = args.train_rounds * (p + 1) // processes
+        if p and time.perf_counter() > deadline and 2 * r >= args.train_rounds:
+            break
+        with contextlib.ExitStack() as stack:
+            workers = {label: stack.enter_context(qwen3.TrainingWorker(
+                device, size=args.size, seed=0, model_path=args.model, batch=batch, length=args.train_len,
+                batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
+            for label, _, mode in targets:
+                first_ms = workers[label].timed_steps(1)[0] * 1e3
+                # A decoder layer's ops run once per layer in a step: their
+                # records (FlagGems' Python and Triton's JIT) come in the third.
+                # The loss and the embedding's backward run once a step: theirs
+                # come in step calls_past_records() - 1 (a 2 s pause on an H100,
+                # which fell in a timed round before this warm-up).
+                warmup = args.train_warmup
+                if warmup is None:
+                    warmup = calls_past_records() if mode not in (None, "native") else 3
+                warmup_max_ms = max(workers[label].timed_steps(warmup)) * 1e3
+                if p == 0:
+                    results[label].update(train_first_ms=first_ms, train_warmup_max_ms=warmup_max_ms)
+            mine = {label: [] for label, _, _ in targets}
+            # A training round is a few hundred ms a target; one round's ratio
+            # is too noisy to stand for the step, so the budget cuts only the
+            # second half of the rounds.
+            while r < last_round:
+                if time.perf_counter() > deadline and 2 * r >= args.train_rounds:
+                    break
+                for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
+                    timed = workers[label].timed_steps(block + 1)[1:]
+                    seconds[label] += timed
+                    mine[label] += timed
+                    queued[label] += workers[label].queue_seconds[1:]
+                    rounds[label].append(statistics.median(timed) * 1e3)
+                r += 1
+            for label, device, _ in targets:
+                if mine[label]:
+                    per_process[label].append(statistics.median(mine[label]) * 1e3)
+                for op, per_backend in workers[label].routes.items():
+                    total = routes[label].setdefault(op, {})
+                    for backend, calls in per_backend.items():
+                        total[backend] = total.get(backend, 0) + calls
+    for label, device, _ in targets:
+        if device == "flagos":  # the calls per route of its training steps
+            results[label]["train_op_calls_per_route"] = _calls_per_backend(routes[label])
+        if processes > 1:
+            results[label]["train_process_step_ms"] = per_process[label]
     for label, _, _ in targets:
         step_ms = statistics.median(seconds[label]) * 1e3
         # A step whose work is queued only just before it ends is bound by
@@ -254,6 +282,10 @@ def main() -> None:
     parser.add_argument("--train-rounds", type=int, default=30,
                         help="training rounds; each takes its share of the steps on every target, in turn; "
                              "at least half of them run whatever the time budget")
+    parser.add_argument("--train-processes", type=int, default=1, metavar="N",
+                        help="worker processes per target, one after the other, the training rounds shared out "
+                             "among them (each pays its start-up and warm-up); the JSON then gives each "
+                             "process's median step")
     parser.add_argument("--train-warmup", type=int, default=None,
                         help="untimed training steps after the first, per target (default: 3, and past the "
                              "launcher's records where FlagGems serves ops, see measure_training)")
@@ -368,6 +400,11 @@ def main() -> None:
     if spread_rows:
         print_table("Spread of the per-round ratios: 25th-75th percentile, and the rounds in which the target "
                     f"took less time than torch {reference}", ["target", "prefill", "decode", "train"], spread_rows)
+    process_rows = [[label, ", ".join(f"{ms:.1f}" for ms in r["train_process_step_ms"])]
+                    for label, r in results.items() if r.get("train_process_step_ms")]
+    if process_rows:
+        print_table("Median training step (ms) in each worker process, in the order they ran",
+                    ["target", "per process"], process_rows)
     large_rows = []
     for label, r in results.items():
         if "train_large_batch" in r and "skipped" not in r["train_large_batch"]:

@@ -100,6 +100,51 @@ def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
         assert r["train_large_batch"] == {"batch": 4, "skipped": "time budget of 400 s used up"}
 
 
+def _measure_training(targets, **args):
+    """benchmarks/qwen3.py's measure_training() on the small model, host vendor."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    import qwen3 as bench
+
+    results = {label: {} for label, _, _ in targets}
+    args = SimpleNamespace(**{**dict(size="small", model=None, train_len=16, train_processes=1, train_warmup=1,
+                                     budget_s=400.0), **args})
+    env = dict(FLAGOS_DISABLE_FLAGGEMS_PY="1", FLAGOS_HOST_PROTECT="0")  # read by the workers
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        bench.measure_training(targets, results, args, gpu=False, deadline=float("inf"), batch=2)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results
+
+
+def test_qwen3_benchmark_shares_training_rounds_among_worker_processes():
+    """--train-processes 2: each target trains in two workers, one after the
+    other; three rounds go 1 + 2, every round still pairs the targets, the
+    calls per route add up over both workers, and each worker's median step
+    is kept."""
+    targets = [("flagos native", "flagos", "native"), ("torch cpu", "cpu", None)]
+    results = _measure_training(targets, train_steps=3, train_rounds=3, train_processes=2)
+    for label, r in results.items():
+        assert r["train_steps_timed"] == 3 and len(r["train_step_round_ms"]) == 3, label
+        assert len(r["train_process_step_ms"]) == 2 and all(_positive(x) for x in r["train_process_step_ms"])
+        assert _positive(r["train_first_ms"]) and _positive(r["train_warmup_max_ms"])
+    # The same steps in one worker each: a first step, a warm-up step, and
+    # per round an untimed and a timed step; the first step of a fresh
+    # model routes other ops (the optimizer's state), so the two workers'
+    # calls are those of a one-round and a two-round worker together.
+    flagos_only = targets[:1]
+    one = _measure_training(flagos_only, train_steps=1, train_rounds=1)["flagos native"]
+    two = _measure_training(flagos_only, train_steps=2, train_rounds=2)["flagos native"]
+    assert "train_process_step_ms" not in one
+    assert (results["flagos native"]["train_op_calls_per_route"]["cpu"]
+            == one["train_op_calls_per_route"]["cpu"] + two["train_op_calls_per_route"]["cpu"])
+
+
 def test_qwen3_benchmark_spread_of_paired_ratios():
     sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
     try:
