@@ -107,6 +107,7 @@ run_step() {
     # Per op, the GPU time of its kernels on the vendor's route and on FlagGems'
     # in a Qwen3-0.6B training step and prefill (the measurement behind a
     # speed hold in torch_fl/speed_holds_cuda.conf).
+    route-cost) timeout ${ROUTE_COST_TIMEOUT:-200} .venv/bin/python tools/route_cost.py ${ROUTE_COST_ARGS:-} --out "$OUT/route_cost.json" 2>&1 | grep -v "^\[flagos launcher\]" | tail -8 ;;
     route-kernels) timeout ${ROUTE_KERNELS_TIMEOUT:-300} .venv/bin/python tools/route_kernels.py --rows ${ROUTE_ROWS:-40} ${ROUTE_ARGS:-} --out "$OUT/route_kernels.json" 2>&1 | grep -v "^USDT\|^\[flagos launcher\]" | tail -$(( 2 * ${ROUTE_ROWS:-40} + 12 )) ;;
     # Per-op host time of a Qwen3 AdamW step, flagos against torch CUDA in
     # a clean process.

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <unordered_set>
 
+#include "aten/RouteClock.h"
 #include "aten/Routing.h"
 #include "aten/Storage.h"
 #include "runtime/Generator.h"
@@ -224,7 +225,10 @@ void run_on_aliases(const c10::OperatorHandle& op, OpPlan& plan, torch::jit::Sta
     count_on_native_instead(plan, plan.backend);
   }
   if (invoke == &invoke_native && plan.host_dropout) invoke = &invoke_host_dropout;
-  invoke(op, plan, stack);
+  {
+    VendorTimer vendor;
+    invoke(op, plan, stack);
+  }
 
   for (const auto& m : mutated) scope.write_back(m.flagos, m.alias);
   if (keep_results) return;
@@ -283,6 +287,7 @@ void log_dispatch(const c10::OperatorHandle& op, const OpPlan& plan, const torch
 }  // namespace
 
 void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  RouteTimer timer;
   OpPlan& plan = plan_for(op);
   plan.calls[plan.backend].fetch_add(1, std::memory_order_relaxed);
   if (C10_UNLIKELY(log_dispatch_enabled())) log_dispatch(op, plan, *stack);
@@ -292,6 +297,8 @@ void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::j
       // place over flagos memory instead of copying.
       if (live_vendor() == Vendor::Host) return run_on_aliases(op, plan, stack, &invoke_native);
       if (!plan.has_native_kernel) warn_cpu_fallback_once(plan);
+      // The route clock counts all of it as route time: the copies to the
+      // CPU and back are the route's, and its CPU kernel is no vendor's.
       return at::native::cpu_fallback(op, stack);
     case FLAGOS_BACKEND_FLAGOS:
     case FLAGOS_BACKEND_FLAGGEMS:

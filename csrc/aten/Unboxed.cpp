@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "aten/RouteClock.h"
 #include "aten/Routing.h"
 #include "aten/Storage.h"
 
@@ -225,6 +226,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
       return boxed(op, ks, std::forward<Args>(args)...);
     }
     plan.calls[backend].fetch_add(1, std::memory_order_relaxed);
+    RouteTimer timer;
     BoxedRoute invoke = flaggems ? flaggems_invoker(plan) : nullptr;
     // As the boxed route does: complex tensors and strided written tensors
     // go to the vendor's kernel (Fallback.cpp says why); so do calls of an
@@ -244,17 +246,26 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
       if constexpr (std::is_void_v<Ret>) {
-        std::apply([&](auto&... a) { Op::redispatch(native_keys, a...); }, aliased);
+        {
+          VendorTimer vendor;
+          std::apply([&](auto&... a) { Op::redispatch(native_keys, a...); }, aliased);
+        }
         write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
       } else {
-        auto result = std::apply([&](auto&... a) -> std::decay_t<Ret> { return Op::redispatch(native_keys, a...); },
-                                 aliased);
+        auto result = [&] {
+          VendorTimer vendor;
+          return std::apply([&](auto&... a) -> std::decay_t<Ret> { return Op::redispatch(native_keys, a...); },
+                            aliased);
+        }();
         write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
         return to_flagos(scope, std::move(result), args...);
       }
     } else {
       torch::jit::Stack stack = std::apply([](auto&... a) { return c10::impl::boxArgs<Args...>(a...); }, aliased);
-      invoke(op, plan, &stack);
+      {
+        VendorTimer vendor;
+        invoke(op, plan, &stack);
+      }
       write_back(scope, aliased, std::index_sequence_for<Args...>{}, args...);
       if constexpr (std::is_same_v<Ret, at::Tensor&>) {
         return first_written<Args...>(std::forward<Args>(args)...);
@@ -342,10 +353,14 @@ void register_unboxed(torch::Library& m) {
 at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
   if (is_flagos(self) && is_flagos(src) && self.device() == src.device() &&
       !(non_blocking && live_vendor() == Vendor::Host)) {
+    RouteTimer timer;
     NativeScope scope(self.device().index());
     at::Tensor dst = scope.alias_borrowed(self);
-    at::_ops::copy_::redispatch(c10::DispatchKeySet(native_dispatch_key()), dst, scope.alias_borrowed(src),
-                                non_blocking);
+    at::Tensor src_alias = scope.alias_borrowed(src);
+    {
+      VendorTimer vendor;
+      at::_ops::copy_::redispatch(c10::DispatchKeySet(native_dispatch_key()), dst, src_alias, non_blocking);
+    }
     scope.write_back(self, dst);
     return self;
   }
@@ -363,11 +378,16 @@ at::Tensor to_copy(const at::Tensor& self, std::optional<at::ScalarType> dtype, 
                    std::optional<at::MemoryFormat> memory_format) {
   if (is_flagos(self) && live_vendor() == Vendor::Cuda && (!device || *device == self.device()) &&
       layout.value_or(at::kStrided) == at::kStrided && !pin_memory.value_or(false)) {
+    RouteTimer timer;
     NativeScope scope(self.device().index());
     at::Tensor src = scope.alias_borrowed(self);
-    return scope.to_flagos(at::_ops::_to_copy::redispatch(
-        c10::DispatchKeySet(native_dispatch_key()), src, dtype, layout,
-        device ? std::optional<at::Device>(src.device()) : std::nullopt, pin_memory, non_blocking, memory_format));
+    at::Tensor result = [&] {
+      VendorTimer vendor;
+      return at::_ops::_to_copy::redispatch(c10::DispatchKeySet(native_dispatch_key()), src, dtype, layout,
+                                            device ? std::optional<at::Device>(src.device()) : std::nullopt,
+                                            pin_memory, non_blocking, memory_format);
+    }();
+    return scope.to_flagos(std::move(result));
   }
   return at::native::_to_copy(self, dtype, layout, device, pin_memory, non_blocking, memory_format);
 }

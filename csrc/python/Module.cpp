@@ -10,6 +10,7 @@
 
 #include <unordered_set>
 
+#include "aten/RouteClock.h"
 #include "aten/Routing.h"
 #include "aten/RoutingState.h"
 #include "common.h"
@@ -210,6 +211,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("_launcher_kept_launches", &launcher::recorded_launches);
   m.def("_claim_ops", &claim_ops);
   m.def("_unboxed_ops", &unboxed_ops);
+  m.def("_route_clock_enabled", &route_clock_enabled);
+  m.def("_take_route_clock", [] {
+    const RouteClockTotals t = take_route_clock();
+    return std::make_tuple(t.calls, t.route_ns, t.vendor_ns);
+  });
   m.def("_composite_ops_with_native_kernels", &composite_ops_with_native_kernels);
   m.def("_op_exists", [](const std::string& op) {
     std::string name = op.rfind("aten::", 0) == 0 ? op.substr(6) : op;

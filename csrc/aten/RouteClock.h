@@ -1,0 +1,74 @@
+// RouteClock.h - what the routing layer itself costs per call.
+//
+// FLAGOS_ROUTE_CLOCK=1 (read when torch_fl loads) times every routed call
+// and, inside it, the vendor's kernel call or FlagGems launch it makes; the
+// difference is the route's own cost (plan lookup, aliases, mapping results
+// back, the device guard). Off, each timer is one test of a constant.
+#pragma once
+
+#include <cstdint>
+
+namespace torch_fl {
+
+bool route_clock_enabled();
+
+struct RouteClockTotals {
+  uint64_t calls;
+  uint64_t route_ns;   // routed calls' time less the vendor's calls within them
+  uint64_t vendor_ns;  // the vendor kernels' calls (host time: launching, not running)
+};
+// The totals since the last take, which restarts them.
+RouteClockTotals take_route_clock();
+
+namespace route_clock_detail {
+uint64_t now_ns();
+extern thread_local uint64_t vendor_ns;  // this thread's vendor time so far
+void add_call(uint64_t total_ns, uint64_t vendor_ns);
+}  // namespace route_clock_detail
+
+// Around a routed call, from its entry to its return.
+class RouteTimer {
+ public:
+  RouteTimer() : on_(route_clock_enabled()) {
+    if (on_) {
+      vendor_before_ = route_clock_detail::vendor_ns;
+      start_ = route_clock_detail::now_ns();
+    }
+  }
+  ~RouteTimer() {
+    if (on_) {
+      route_clock_detail::add_call(route_clock_detail::now_ns() - start_,
+                                   route_clock_detail::vendor_ns - vendor_before_);
+    }
+  }
+  RouteTimer(const RouteTimer&) = delete;
+  RouteTimer& operator=(const RouteTimer&) = delete;
+
+ private:
+  bool on_;
+  uint64_t start_ = 0, vendor_before_ = 0;
+};
+
+// Around the vendor's kernel call (or FlagGems launch) inside a routed call.
+class VendorTimer {
+ public:
+  VendorTimer() : on_(route_clock_enabled()) {
+    if (on_) {
+      before_ = route_clock_detail::vendor_ns;
+      start_ = route_clock_detail::now_ns();
+    }
+  }
+  // The whole span counts once: a routed call nested in it (a composite
+  // kernel dispatching flagos ops) has taken its own share already.
+  ~VendorTimer() {
+    if (on_) route_clock_detail::vendor_ns = before_ + (route_clock_detail::now_ns() - start_);
+  }
+  VendorTimer(const VendorTimer&) = delete;
+  VendorTimer& operator=(const VendorTimer&) = delete;
+
+ private:
+  bool on_;
+  uint64_t start_ = 0, before_ = 0;
+};
+
+}  // namespace torch_fl
