@@ -26,49 +26,42 @@ extern thread_local uint64_t vendor_ns;  // this thread's vendor time so far
 void add_call(uint64_t total_ns, uint64_t vendor_ns);
 }  // namespace route_clock_detail
 
-// Around a routed call, from its entry to its return.
-class RouteTimer {
+// A span of host time on this thread, and this thread's vendor time when
+// it began; taken only while the clock is on.
+class ClockSpan {
  public:
-  RouteTimer() : on_(route_clock_enabled()) {
+  ClockSpan(const ClockSpan&) = delete;
+  ClockSpan& operator=(const ClockSpan&) = delete;
+
+ protected:
+  ClockSpan() : on_(route_clock_enabled()) {
     if (on_) {
       vendor_before_ = route_clock_detail::vendor_ns;
       start_ = route_clock_detail::now_ns();
     }
   }
-  ~RouteTimer() {
-    if (on_) {
-      route_clock_detail::add_call(route_clock_detail::now_ns() - start_,
-                                   route_clock_detail::vendor_ns - vendor_before_);
-    }
-  }
-  RouteTimer(const RouteTimer&) = delete;
-  RouteTimer& operator=(const RouteTimer&) = delete;
+  uint64_t elapsed() const { return route_clock_detail::now_ns() - start_; }
 
- private:
   bool on_;
   uint64_t start_ = 0, vendor_before_ = 0;
 };
 
-// Around the vendor's kernel call (or FlagGems launch) inside a routed call.
-class VendorTimer {
+// Around a routed call, from its entry to its return.
+class RouteTimer : ClockSpan {
  public:
-  VendorTimer() : on_(route_clock_enabled()) {
-    if (on_) {
-      before_ = route_clock_detail::vendor_ns;
-      start_ = route_clock_detail::now_ns();
-    }
+  ~RouteTimer() {
+    if (on_) route_clock_detail::add_call(elapsed(), route_clock_detail::vendor_ns - vendor_before_);
   }
-  // The whole span counts once: a routed call nested in it (a composite
-  // kernel dispatching flagos ops) has taken its own share already.
-  ~VendorTimer() {
-    if (on_) route_clock_detail::vendor_ns = before_ + (route_clock_detail::now_ns() - start_);
-  }
-  VendorTimer(const VendorTimer&) = delete;
-  VendorTimer& operator=(const VendorTimer&) = delete;
+};
 
- private:
-  bool on_;
-  uint64_t start_ = 0, before_ = 0;
+// Around the vendor's kernel call (or FlagGems launch) inside a routed call.
+// The whole span counts once: a routed call nested in it (a composite
+// kernel dispatching flagos ops) has taken its own share already.
+class VendorTimer : ClockSpan {
+ public:
+  ~VendorTimer() {
+    if (on_) route_clock_detail::vendor_ns = vendor_before_ + elapsed();
+  }
 };
 
 }  // namespace torch_fl
