@@ -169,7 +169,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
     queued = {label: [] for label, _, _ in targets}
     rounds = {label: [] for label, _, _ in targets}
     per_process = {label: [] for label, _, _ in targets}
-    routes = {label: {} for label, _, _ in targets}
+    calls_per_route = {label: {} for label, _, _ in targets}
     block = max(1, -(-args.train_steps // args.train_rounds))
     # With --train-processes N, each target trains in N worker processes
     # one after the other, the rounds shared out among them: a process's own
@@ -212,16 +212,15 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                     queued[label] += workers[label].queue_seconds[1:]
                     rounds[label].append(statistics.median(timed) * 1e3)
                 r += 1
-            for label, device, _ in targets:
+            for label, _, _ in targets:
                 if mine[label]:
                     per_process[label].append(statistics.median(mine[label]) * 1e3)
-                for op, per_backend in workers[label].routes.items():
-                    total = routes[label].setdefault(op, {})
-                    for backend, calls in per_backend.items():
-                        total[backend] = total.get(backend, 0) + calls
+                total = calls_per_route[label]
+                for backend, calls in _calls_per_backend(workers[label].routes).items():
+                    total[backend] = total.get(backend, 0) + calls
     for label, device, _ in targets:
         if device == "flagos":  # the calls per route of its training steps
-            results[label]["train_op_calls_per_route"] = _calls_per_backend(routes[label])
+            results[label]["train_op_calls_per_route"] = calls_per_route[label]
         if processes > 1:
             results[label]["train_process_step_ms"] = per_process[label]
     for label, _, _ in targets:
