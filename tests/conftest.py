@@ -101,6 +101,22 @@ def run_python(code: str, env_extra=None, timeout=120):
     )
 
 
+# What a tool or benchmark needs to run quickly in a test: FlagGems' Python
+# stays unloaded, and host device memory unprotected.
+QUICK_TOOL_ENV = {"FLAGOS_DISABLE_FLAGGEMS_PY": "1", "FLAGOS_HOST_PROTECT": "0"}
+
+
+def run_script(script: str, *args: str, timeout=300) -> str:
+    """A repository script (path relative to the root) run with QUICK_TOOL_ENV;
+    its standard output. Fails the test, with the end of its output, if the
+    script fails."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **QUICK_TOOL_ENV)
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
 def run_clean(name: str, device: str, timeout=600):
     """The result of tests/clean_reference.py's `name` on `device`, computed in
     a fresh interpreter that never imports torch_fl (see that file for why)."""

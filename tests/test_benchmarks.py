@@ -4,25 +4,15 @@ column, so a benchmark that breaks shows here and not first on the GPU."""
 import json
 import math
 import os
-import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT, VENDOR
+from conftest import QUICK_TOOL_ENV, REPO_ROOT, VENDOR, run_script
 
 pytestmark = [pytest.mark.anyplatform, pytest.mark.skipif(
     VENDOR != "host", reason=f"quick runs of the host vendor's configuration (live vendor: {VENDOR})")]
-
-
-def _run(script, *args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               FLAGOS_DISABLE_FLAGGEMS_PY="1", FLAGOS_HOST_PROTECT="0")
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc.stdout
 
 
 def _positive(x):
@@ -31,7 +21,7 @@ def _positive(x):
 
 def test_decode_ops_times_every_case_on_both_routings(tmp_path):
     out = tmp_path / "decode_ops.json"
-    stdout = _run("benchmarks/decode_ops.py", "--calls", "20", "--out", str(out))
+    stdout = run_script("benchmarks/decode_ops.py", "--calls", "20", "--out", str(out))
     results = json.loads(out.read_text())["results"]
     assert {"add", "to float32", "cat kv cache", "linear 1024"} <= {r["op"] for r in results}
     for r in results:
@@ -43,7 +33,7 @@ def test_decode_ops_times_every_case_on_both_routings(tmp_path):
 
 def test_dispatch_overhead_times_every_case(tmp_path):
     out = tmp_path / "dispatch.json"
-    _run("benchmarks/dispatch_overhead.py", "--calls", "20", "--out", str(out))
+    run_script("benchmarks/dispatch_overhead.py", "--calls", "20", "--out", str(out))
     results = json.loads(out.read_text())["results"]
     assert {"add", "mm 64 bf16", "cat"} <= {r["op"] for r in results}
     for r in results:
@@ -52,7 +42,7 @@ def test_dispatch_overhead_times_every_case(tmp_path):
 
 def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
     out = tmp_path / "qwen3.json"
-    stdout = _run("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "4", "--train-rounds", "2",
+    stdout = run_script("benchmarks/qwen3.py", "--rounds", "2", "--train-steps", "4", "--train-rounds", "2",
                   "--prefill", "16", "--train-batch-large", "3", "--out", str(out))
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"flagos default", "torch cpu"}
@@ -100,35 +90,27 @@ def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
         assert r["train_large_batch"] == {"batch": 4, "skipped": "time budget of 400 s used up"}
 
 
-def _measure_training(targets, **args):
+def _measure_training(monkeypatch, targets, **args):
     """benchmarks/qwen3.py's measure_training() on the small model, host vendor."""
     sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
     import qwen3 as bench
 
+    for name, value in QUICK_TOOL_ENV.items():  # read by the workers
+        monkeypatch.setenv(name, value)
     results = {label: {} for label, _, _ in targets}
     args = SimpleNamespace(**{**dict(size="small", model=None, train_len=16, train_processes=1, train_warmup=1,
                                      budget_s=400.0), **args})
-    env = dict(FLAGOS_DISABLE_FLAGGEMS_PY="1", FLAGOS_HOST_PROTECT="0")  # read by the workers
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        bench.measure_training(targets, results, args, gpu=False, deadline=float("inf"), batch=2)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    bench.measure_training(targets, results, args, gpu=False, deadline=float("inf"), batch=2)
     return results
 
 
-def test_qwen3_benchmark_shares_training_rounds_among_worker_processes():
+def test_qwen3_benchmark_shares_training_rounds_among_worker_processes(monkeypatch):
     """--train-processes 2: each target trains in two workers, one after the
     other; three rounds go 1 + 2, every round still pairs the targets, the
     calls per route add up over both workers, and each worker's median step
     is kept."""
     targets = [("flagos native", "flagos", "native"), ("torch cpu", "cpu", None)]
-    results = _measure_training(targets, train_steps=3, train_rounds=3, train_processes=2)
+    results = _measure_training(monkeypatch, targets, train_steps=3, train_rounds=3, train_processes=2)
     for label, r in results.items():
         assert r["train_steps_timed"] == 3 and len(r["train_step_round_ms"]) == 3, label
         assert len(r["train_process_step_ms"]) == 2 and all(_positive(x) for x in r["train_process_step_ms"])
@@ -138,8 +120,8 @@ def test_qwen3_benchmark_shares_training_rounds_among_worker_processes():
     # model routes other ops (the optimizer's state), so the two workers'
     # calls are those of a one-round and a two-round worker together.
     flagos_only = targets[:1]
-    one = _measure_training(flagos_only, train_steps=1, train_rounds=1)["flagos native"]
-    two = _measure_training(flagos_only, train_steps=2, train_rounds=2)["flagos native"]
+    one = _measure_training(monkeypatch, flagos_only, train_steps=1, train_rounds=1)["flagos native"]
+    two = _measure_training(monkeypatch, flagos_only, train_steps=2, train_rounds=2)["flagos native"]
     assert "train_process_step_ms" not in one
     assert (results["flagos native"]["train_op_calls_per_route"]["cpu"]
             == one["train_op_calls_per_route"]["cpu"] + two["train_op_calls_per_route"]["cpu"])
@@ -162,7 +144,7 @@ def test_qwen3_benchmark_spread_of_paired_ratios():
 
 def test_decode_profile_joins_both_devices_by_op(tmp_path):
     out = tmp_path / "profile.json"
-    stdout = _run("tools/decode_profile.py", "--rows", "5", "--out", str(out))
+    stdout = run_script("tools/decode_profile.py", "--rows", "5", "--out", str(out))
     profile = json.loads(out.read_text())
     ops = {r["op"]: r for r in profile["rows"]}
     # The same model on both devices makes the same ATen calls.
@@ -173,7 +155,7 @@ def test_decode_profile_joins_both_devices_by_op(tmp_path):
 
 def test_decode_profile_of_python_functions_takes_turns(tmp_path):
     out = tmp_path / "python_profile.json"
-    stdout = _run("tools/decode_profile.py", "--python", "--rounds", "2", "--rows", "5", "--out", str(out))
+    stdout = run_script("tools/decode_profile.py", "--python", "--rounds", "2", "--rows", "5", "--out", str(out))
     profile = json.loads(out.read_text())
     rows = [r for r in profile["rows"] if "modeling_qwen3.py" in r["op"] and "(forward)" in r["op"]]
     # The same model code runs on both devices, as often: averaged calls stay whole numbers.
@@ -183,7 +165,7 @@ def test_decode_profile_of_python_functions_takes_turns(tmp_path):
 
 def test_decode_profile_profiles_a_training_step(tmp_path):
     out = tmp_path / "train_profile.json"
-    stdout = _run("tools/decode_profile.py", "--train", "--rows", "5", "--out", str(out))
+    stdout = run_script("tools/decode_profile.py", "--train", "--rows", "5", "--out", str(out))
     profile = json.loads(out.read_text())
     assert profile["train"] and _positive(profile["ref_step_ms"]) and _positive(profile["flagos_step_ms"])
     ops = {r["op"]: r for r in profile["rows"]}
@@ -204,7 +186,7 @@ def test_decode_profile_profiles_a_training_step(tmp_path):
 
 def test_decode_profile_profiles_a_prefill(tmp_path):
     out = tmp_path / "prefill_profile.json"
-    stdout = _run("tools/decode_profile.py", "--prefill", "--rounds", "1", "--rows", "5", "--out", str(out))
+    stdout = run_script("tools/decode_profile.py", "--prefill", "--rounds", "1", "--rows", "5", "--out", str(out))
     profile = json.loads(out.read_text())
     ops = {r["op"]: r for r in profile["rows"]}
     # A 128-token prompt through the same small model on both devices: the
@@ -216,7 +198,7 @@ def test_decode_profile_profiles_a_prefill(tmp_path):
 
 def test_decode_trace_times_each_step_of_each_target(tmp_path):
     out = tmp_path / "trace.json"
-    stdout = _run("tools/decode_trace.py", "--steps", "3", "--prefill", "8", "--out", str(out))
+    stdout = run_script("tools/decode_trace.py", "--steps", "3", "--prefill", "8", "--out", str(out))
     trace = json.loads(out.read_text())
     assert set(trace) == {"cpu", "native", "default"}
     for label, steps in trace.items():
@@ -228,7 +210,7 @@ def test_decode_trace_times_each_step_of_each_target(tmp_path):
 
 def test_train_phases_times_each_configuration_in_its_own_process(tmp_path):
     out = tmp_path / "phases.json"
-    stdout = _run("tools/train_phases.py", "--configs", "ref,native", "--repeats", "1", "--steps", "2",
+    stdout = run_script("tools/train_phases.py", "--configs", "ref,native", "--repeats", "1", "--steps", "2",
                   "--out", str(out))
     configs = json.loads(out.read_text())["configs"]
     assert set(configs) == {"ref", "native"}

@@ -5,14 +5,13 @@ asking for it says how to turn it on. tools/route_cost.py reports it for a
 training step."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+import torch
 
 from torch_fl import routing
 
-from conftest import REPO_ROOT, run_python
+from conftest import run_python, run_script
 
 pytestmark = pytest.mark.anyplatform
 
@@ -59,15 +58,10 @@ def test_counts_each_routed_call_once_and_restarts():
 
 def test_route_cost_tool_reports_a_training_step(tmp_path):
     out = tmp_path / "cost.json"
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               FLAGOS_DISABLE_FLAGGEMS_PY="1", FLAGOS_HOST_PROTECT="0")
     args = ["--blocks", "2", "--steps", "2", "--warmup", "1", "--out", str(out)]
-    if subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
-                      capture_output=True, text=True).stdout.strip() == "True":
+    if torch.cuda.is_available():
         args += ["--size", "small", "--length", "64"]
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "route_cost.py"), *args],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    stdout = run_script("tools/route_cost.py", *args)
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2
     for r in rows:
@@ -75,4 +69,4 @@ def test_route_cost_tool_reports_a_training_step(tmp_path):
         assert r["calls_per_step"] == rows[0]["calls_per_step"] > 100
         assert 0 < r["route_ms_per_step"] < r["step_ms"] and 0 < r["vendor_ms_per_step"] < r["step_ms"]
         assert r["route_us_per_call"] == pytest.approx(r["route_ms_per_step"] * 1e3 / r["calls_per_step"])
-    assert "route/vendor" in proc.stdout
+    assert "route/vendor" in stdout
