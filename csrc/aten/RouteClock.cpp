@@ -8,14 +8,10 @@
 namespace torch_fl {
 namespace {
 
-const bool enabled = env_flag("FLAGOS_ROUTE_CLOCK");
-
 // Relaxed: totals are read after the work they count has returned.
 std::atomic<uint64_t> calls{0}, route_ns{0}, vendor_ns_total{0};
 
 }  // namespace
-
-bool route_clock_enabled() { return enabled; }
 
 RouteClockTotals take_route_clock() {
   return RouteClockTotals{calls.exchange(0), route_ns.exchange(0), vendor_ns_total.exchange(0)};
@@ -23,6 +19,7 @@ RouteClockTotals take_route_clock() {
 
 namespace route_clock_detail {
 
+const bool enabled = env_flag("FLAGOS_ROUTE_CLOCK");
 thread_local uint64_t vendor_ns = 0;
 
 uint64_t now_ns() {

@@ -10,7 +10,11 @@
 
 namespace torch_fl {
 
-bool route_clock_enabled();
+namespace route_clock_detail {
+extern const bool enabled;  // FLAGOS_ROUTE_CLOCK, read once when the library loads
+}  // namespace route_clock_detail
+// Inline: every routed call asks, twice or more.
+inline bool route_clock_enabled() { return route_clock_detail::enabled; }
 
 struct RouteClockTotals {
   uint64_t calls;
