@@ -46,7 +46,12 @@ def test_counts_each_routed_call_once_and_restarts():
     """, env_extra={"FLAGOS_ROUTE_CLOCK": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert counts.pop("nothing") == {"calls": 0, "route_ns": 0, "vendor_ns": 0}
+    assert counts.pop("nothing") == {"calls": 0, "route_ns": 0, "vendor_ns": 0, "aliases": 0}
+    # x and x.t() are two tensors over one storage: two aliases. A cast is
+    # an empty tensor and a copy_ (two aliases) on the host vendor.
+    host = routing.native_backend() == "cpu"
+    assert {name: c["aliases"] for name, c in counts.items() if name != "cpu route"} == {
+        "unboxed add": 1, "boxed sigmoid": 1, "copy_": 2, "cast": 2 if host else 1, "mm": 2}
     # A cast is a copy_ into a new tensor on the host vendor, CUDA's own
     # _to_copy on the cuda vendor: one routed call either way.
     for name, c in counts.items():
@@ -67,6 +72,52 @@ def test_route_cost_tool_reports_a_training_step(tmp_path):
     for r in rows:
         # Every step routes the same ops.
         assert r["calls_per_step"] == rows[0]["calls_per_step"] > 100
+        assert r["aliases_per_step"] == rows[0]["aliases_per_step"] > 100
         assert 0 < r["route_ms_per_step"] < r["step_ms"] and 0 < r["vendor_ms_per_step"] < r["step_ms"]
         assert r["route_us_per_call"] == pytest.approx(r["route_ms_per_step"] * 1e3 / r["calls_per_step"])
-    assert "route/vendor" in stdout
+        # The phases share out the step's calls, aliases and times.
+        phases = r["phases"]
+        assert set(phases) == {"forward", "backward", "optimizer", "other"}
+        for key in ("calls_per_step", "aliases_per_step", "route_ms_per_step", "vendor_ms_per_step"):
+            assert sum(p[key] for p in phases.values()) == pytest.approx(r[key])
+        assert min(phases[p]["calls_per_step"] for p in ("forward", "backward", "optimizer")) > 0
+    assert "route/vendor" in stdout and "optimizer" in stdout
+
+
+def test_in_place_foreach_calls_alias_tensors_only_on_the_host_vendor():
+    """On the cuda vendor, CUDA's in-place foreach kernels take the flagos
+    tensors themselves (an optimizer step aliases none of its parameters,
+    gradients and states); out-of-place ones, and every one on the host
+    vendor, take aliases. Values agree with CPU either way, a strided
+    tensor (CUDA's per-tensor path) included."""
+    proc = run_python("""
+        import json, torch, torch_fl
+        from torch_fl import routing
+        gen = torch.Generator().manual_seed(0)
+        ref = [torch.randn(3, 4, generator=gen) for _ in range(40)]
+        steps_ref = [torch.randn(3, 4, generator=gen) for _ in range(40)]
+        got, steps = [t.to("flagos") for t in ref], [t.to("flagos") for t in steps_ref]
+        routing.take_route_clock()
+        torch._foreach_add_(got, steps, alpha=0.5)
+        in_place = routing.take_route_clock()
+        absolute = [t.abs() for t in got]
+        routing.take_route_clock()
+        roots = torch._foreach_sqrt(absolute)
+        out_of_place = routing.take_route_clock()
+        strided = [t.t() for t in got[:3]] + [got[3]]
+        torch._foreach_mul_(strided, 2.0)
+        torch._foreach_add_(ref, steps_ref, alpha=0.5)
+        expected_roots = torch._foreach_sqrt([t.abs() for t in ref])
+        torch._foreach_mul_([t.t() for t in ref[:3]] + [ref[3]], 2.0)
+        print(json.dumps({"host": routing.native_backend() == "cpu",
+                          "in_place": in_place["aliases"], "out_of_place": out_of_place["aliases"],
+                          "err": max((g.cpu() - r).abs().max().item() for g, r in zip(got, ref)),
+                          "roots_err": max((g.cpu() - r).abs().max().item() for g, r in zip(roots, expected_roots)),
+                          "roots_on": str(roots[0].device)}))
+    """, env_extra={"FLAGOS_ROUTE_CLOCK": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["in_place"] == (80 if out["host"] else 0)
+    assert out["out_of_place"] == 40
+    assert out["roots_on"] == "flagos:0"
+    assert out["err"] < 1e-6 and out["roots_err"] < 1e-6

@@ -219,12 +219,14 @@ def take_route_clock() -> Dict[str, int]:
     """What routing itself cost since the last call (which restarts the
     count): routed calls, their host time less the vendor kernels' calls
     (or FlagGems launches) inside them ("route_ns"), and those calls' host
-    time ("vendor_ns"). Needs FLAGOS_ROUTE_CLOCK=1 when torch_fl loads."""
+    time ("vendor_ns"), and how many flagos tensors they aliased as the
+    vendor's own tensors ("aliases"). Needs FLAGOS_ROUTE_CLOCK=1 when
+    torch_fl loads."""
     if not _C._route_clock_enabled():
         raise RuntimeError("torch_fl.routing.take_route_clock(): the route clock is off; "
                            "set FLAGOS_ROUTE_CLOCK=1 before importing torch_fl")
-    calls, route_ns, vendor_ns = _C._take_route_clock()
-    return {"calls": calls, "route_ns": route_ns, "vendor_ns": vendor_ns}
+    calls, route_ns, vendor_ns, aliases = _C._take_route_clock()
+    return {"calls": calls, "route_ns": route_ns, "vendor_ns": vendor_ns, "aliases": aliases}
 
 
 def set_log_dispatch(enabled: bool) -> None:

@@ -9,12 +9,13 @@ namespace torch_fl {
 namespace {
 
 // Relaxed: totals are read after the work they count has returned.
-std::atomic<uint64_t> calls{0}, route_ns{0}, vendor_ns_total{0};
+std::atomic<uint64_t> calls{0}, route_ns{0}, vendor_ns_total{0}, aliases{0};
 
 }  // namespace
 
 RouteClockTotals take_route_clock() {
-  return RouteClockTotals{calls.exchange(0), route_ns.exchange(0), vendor_ns_total.exchange(0)};
+  return RouteClockTotals{calls.exchange(0), route_ns.exchange(0), vendor_ns_total.exchange(0),
+                          aliases.exchange(0)};
 }
 
 namespace route_clock_detail {
@@ -35,6 +36,8 @@ void add_call(uint64_t total, uint64_t vendor) {
   route_ns.fetch_add(total > vendor ? total - vendor : 0, std::memory_order_relaxed);
   vendor_ns_total.fetch_add(vendor, std::memory_order_relaxed);
 }
+
+void add_alias() { aliases.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace route_clock_detail
 }  // namespace torch_fl

@@ -20,6 +20,7 @@ struct RouteClockTotals {
   uint64_t calls;
   uint64_t route_ns;   // routed calls' time less the vendor's calls within them
   uint64_t vendor_ns;  // the vendor kernels' calls (host time: launching, not running)
+  uint64_t aliases;    // flagos tensors the routed calls aliased as native tensors
 };
 // The totals since the last take, which restarts them.
 RouteClockTotals take_route_clock();
@@ -28,7 +29,13 @@ namespace route_clock_detail {
 uint64_t now_ns();
 extern thread_local uint64_t vendor_ns;  // this thread's vendor time so far
 void add_call(uint64_t total_ns, uint64_t vendor_ns);
+void add_alias();
 }  // namespace route_clock_detail
+
+// An alias made (NativeScope), counted while the clock is on.
+inline void count_alias() {
+  if (route_clock_enabled()) route_clock_detail::add_alias();
+}
 
 // A span of host time on this thread, and this thread's vendor time when
 // it began; taken only while the clock is on.

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "aten/RouteClock.h"
 #include "runtime/Allocator.h"
 #include "runtime/HostStreams.h"
 
@@ -124,19 +125,23 @@ void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
   storage->set_nbytes(new_bytes);
 }
 
+CurrentDevice::CurrentDevice(c10::DeviceIndex device)
+    : device_(device), previous_(flagos_guard()->getDevice().index()) {
+  if (previous_ != device) flagos_guard()->setDevice(flagos_device(device));
+}
+
+CurrentDevice::~CurrentDevice() {
+  if (previous_ != device_) flagos_guard()->uncheckedSetDevice(flagos_device(previous_));
+}
+
 NativeScope::NativeScope(c10::DeviceIndex device)
-    : device_(device), previous_device_(flagos_guard()->getDevice()), host_(live_vendor() == Vendor::Host) {
-  // Most ops run on the current device: reading it is cheaper than
-  // exchanging it, and the destructor then has nothing to restore.
-  if (previous_device_.index() != device) flagos_guard()->setDevice(flagos_device(device));
+    : device_(device), current_(device), host_(live_vendor() == Vendor::Host) {
   if (host_) {
     // CPU kernels run on this thread now: earlier work queued on the
     // current stream (async copies) must land first.
     flagos_status_t status = flagos_stream_synchronize(host_streams::current_handle(device));
-    if (status != FLAGOS_SUCCESS) {
-      flagos_guard()->uncheckedSetDevice(previous_device_);
-      raise_status(status, "flagos_stream_synchronize");
-    }
+    // current_, constructed already, sets the device back if this throws.
+    if (status != FLAGOS_SUCCESS) raise_status(status, "flagos_stream_synchronize");
   }
 }
 
@@ -176,7 +181,6 @@ NativeScope::~NativeScope() {
     spare_aliases.push_back(std::move(e.alias));
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
-  if (previous_device_.index() != device_) flagos_guard()->uncheckedSetDevice(previous_device_);
 }
 
 void NativeScope::begin_access(const void* ptr) {
@@ -248,6 +252,7 @@ at::Tensor NativeScope::make_alias(const at::Tensor& t,
   // The keys of flagos and native objects never collide: every entry's
   // alias and native storage are objects of this scope.
   if (const Entry* same = find_entry(t.unsafeGetTensorImpl())) return same->alias;
+  count_alias();
   const Entry* shared = find_entry(storage);
   at::Tensor alias = recycled_alias(t);
   auto* impl = alias.defined() ? alias.unsafeGetTensorImpl() : nullptr;

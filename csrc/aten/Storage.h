@@ -33,6 +33,23 @@ at::Tensor make_flagos_tensor(c10::Storage storage, const at::Tensor& like);
 // bytes; used by resize_ and by Python's storage.resize_().
 void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes);
 
+// While alive, the current flagos device (and so the vendor's) is
+// `device`. Most ops run on the current device: reading it is cheaper than
+// exchanging it, and the destructor then has nothing to restore.
+class CurrentDevice {
+ public:
+  explicit CurrentDevice(c10::DeviceIndex device);
+  ~CurrentDevice();
+  CurrentDevice(const CurrentDevice&) = delete;
+  CurrentDevice& operator=(const CurrentDevice&) = delete;
+
+  c10::DeviceIndex device() const { return device_; }
+
+ private:
+  c10::DeviceIndex device_;
+  c10::DeviceIndex previous_;
+};
+
 // While alive: the device is `device`, native kernels may read and write
 // the flagos memory of every tensor passed to alias() (on the host vendor
 // it is unprotected and the current stream has drained), and results can
@@ -117,7 +134,7 @@ class NativeScope {
   at::Tensor recycled_alias(const at::Tensor& t);
 
   c10::DeviceIndex device_;
-  c10::Device previous_device_;
+  CurrentDevice current_;
   bool host_;
   c10::SmallVector<Entry, 4> entries_;
   // A scope over a tensor list (an optimizer's foreach ops alias every

@@ -163,6 +163,16 @@ constexpr bool ends_with_underscore(const char* name) {
   while (*name) last = name++;
   return *last == '_';
 }
+// A foreach op (aten::_foreach_*).
+constexpr bool starts_with(const char* s, const char* prefix) {
+  while (*prefix) {
+    if (*s++ != *prefix++) return false;
+  }
+  return true;
+}
+template <class Op>
+constexpr bool is_foreach = starts_with(Op::name, "aten::_foreach_");
+
 template <class Op, size_t I, class Arg>
 constexpr bool writes_list = I == 0 && std::is_same_v<Arg, at::TensorList> && ends_with_underscore(Op::name);
 
@@ -237,6 +247,20 @@ struct UnboxedRoute<Op, Ret(Args...)> {
                    (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(args...)))) {
       invoke = nullptr;
       count_on_native_instead(plan, backend);
+    }
+    if constexpr (is_foreach<Op> && ends_with_underscore(Op::name)) {
+      // CUDA's in-place foreach kernels read only data pointers, sizes and
+      // strides, allocate nothing, and send what their fused kernel cannot
+      // take (mixed dtypes, strided tensors) back through the dispatcher
+      // one tensor at a time. So they take the flagos tensors themselves:
+      // an optimizer step's in-place calls alias no parameter, gradient or
+      // state tensor. Out-of-place ones may allocate their results as CUDA
+      // tensors (_foreach_norm does), so they take aliases.
+      if (!invoke && live_vendor() == Vendor::Cuda) {
+        CurrentDevice on(scan.device);
+        VendorTimer vendor;
+        return Op::redispatch(c10::DispatchKeySet(native_dispatch_key()), std::forward<Args>(args)...);
+      }
     }
     NativeScope scope(scan.device);
     // A call with more tensors than a scope scans (a foreach call's lists)

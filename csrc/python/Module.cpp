@@ -214,7 +214,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("_route_clock_enabled", &route_clock_enabled);
   m.def("_take_route_clock", [] {
     const RouteClockTotals t = take_route_clock();
-    return std::make_tuple(t.calls, t.route_ns, t.vendor_ns);
+    return std::make_tuple(t.calls, t.route_ns, t.vendor_ns, t.aliases);
   });
   m.def("_composite_ops_with_native_kernels", &composite_ops_with_native_kernels);
   m.def("_op_exists", [](const std::string& op) {
