@@ -20,7 +20,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -246,14 +246,17 @@ class Trainer:
     """AdamW (fused=False; ``foreach`` as given) on ``model``, one step per
     call, with ``torch.autocast(device, autocast_dtype)`` around the forward
     when given: what ``train()`` runs, kept between calls so that steps can
-    be taken in blocks."""
+    be taken in blocks. ``phase``: a function of a phase's name
+    ("forward", "backward", "optimizer") giving a context manager that the
+    phase runs in (tools/route_cost.py times each)."""
 
     def __init__(self, model, *, lr: float = 3e-4, foreach: bool = True,
-                 autocast_dtype: Optional[torch.dtype] = None, annotate: bool = False):
+                 autocast_dtype: Optional[torch.dtype] = None, annotate: bool = False,
+                 phase: Optional[Callable[[str], ContextManager]] = None):
         self.model, self.autocast_dtype = model, autocast_dtype
         # Named phases for a profile's timeline (record_function is itself an
         # op call, so timed steps go without).
-        self.phase = _phase if annotate else lambda name: contextlib.nullcontext()
+        self.phase = phase or (_phase if annotate else lambda name: contextlib.nullcontext())
         self.device = next(model.parameters()).device
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, foreach=foreach, fused=False)
         self.first_grads = None
@@ -464,7 +467,7 @@ class TrainingWorker:
     def __init__(self, device: str, *, size: str = "0.6b", seed: int = 0, model_path: Optional[str] = None,
                  batch: int = 2, length: int = 256, batch_seeds: List[int] = (100,), lr: float = 3e-4,
                  foreach: bool = True, autocast_dtype: Optional[torch.dtype] = None, routing: Optional[str] = None,
-                 timeout: float = 600):
+                 timeout: float = 600, wait: bool = True):
         from torch_fl import _clean_process
 
         if routing is not None and not _on_flagos(device):
@@ -480,12 +483,23 @@ class TrainingWorker:
         self.routes: Dict[str, Dict[str, int]] = {}
         self._proc = _clean_process.start(__file__, ["--serve", spec_path])
         self._timeout = timeout
-        self._reply()  # "ready": the model is built
+        self._ready = False
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Returns once the worker has built its model. Workers started with
+        ``wait=False`` build theirs at the same time; waiting for each before
+        any takes a step keeps that work out of the steps' times."""
+        if not self._ready:
+            self._reply()  # "ready"
+            self._ready = True
 
     def timed_steps(self, n: int) -> List[float]:
         """``n`` steps; each one's wall time in seconds. ``queue_seconds``
         then holds each step's time until its work was queued (see
         Trainer.timed_steps)."""
+        self.wait_ready()
         self._proc.stdin.write(f"{n}\n")
         self._proc.stdin.flush()
         reply = json.loads(self._reply())
