@@ -182,9 +182,14 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
         if p and time.perf_counter() > deadline and 2 * r >= args.train_rounds:
             break
         with contextlib.ExitStack() as stack:
+            # The workers build their models at the same time (a 0.6B model
+            # takes tens of seconds on the host), and all are ready before
+            # any takes a step.
             workers = {label: stack.enter_context(qwen3.TrainingWorker(
                 device, size=args.size, seed=0, model_path=args.model, batch=batch, length=args.train_len,
-                batch_seeds=[2], routing=mode, **options)) for label, device, mode in targets}
+                batch_seeds=[2], routing=mode, wait=False, **options)) for label, device, mode in targets}
+            for worker in workers.values():
+                worker.wait_ready()
             for label, _, mode in targets:
                 first_ms = workers[label].timed_steps(1)[0] * 1e3
                 # A decoder layer's ops run once per layer in a step: their
@@ -281,10 +286,10 @@ def main() -> None:
     parser.add_argument("--train-rounds", type=int, default=30,
                         help="training rounds; each takes its share of the steps on every target, in turn; "
                              "at least half of them run whatever the time budget")
-    parser.add_argument("--train-processes", type=int, default=1, metavar="N",
-                        help="worker processes per target, one after the other, the training rounds shared out "
-                             "among them (each pays its start-up and warm-up); the JSON then gives each "
-                             "process's median step")
+    parser.add_argument("--train-processes", type=int, default=None, metavar="N",
+                        help="worker processes per target (default 2 on a GPU, 1 on the host vendor), one set "
+                             "after the other, the training rounds shared out among them (each pays its start-up "
+                             "and warm-up); the JSON then gives each process's median step")
     parser.add_argument("--train-warmup", type=int, default=None,
                         help="untimed training steps after the first, per target (default: 3, and past the "
                              "launcher's records where FlagGems serves ops, see measure_training)")
@@ -318,6 +323,12 @@ def main() -> None:
     size = args.size = args.size or ("0.6b" if gpu else "small")
     dtype = torch.bfloat16 if gpu else torch.float32
     args.train_len = args.train_len or (1024 if gpu else 64)
+    # Fresh processes running the same steps differ by up to a tenth in
+    # step time (H100: torch CUDA's median step was 164, 180 and 182 ms in
+    # three of them, each pinned to the same 4 cores); a target measured in
+    # one process keeps that process's bias for the whole run.
+    if args.train_processes is None:
+        args.train_processes = 2 if gpu else 1
     reference = {"cuda": "cuda", "host": "cpu"}.get(vendor, "cpu")
 
     base = qwen3.build_model(size, seed=0, model_path=args.model)

@@ -233,3 +233,16 @@ def test_training_worker_trains_flagos_in_its_own_process():
         assert worker.routes["mm"] == {"cpu": worker.routes["mm"]["cpu"]} and worker.routes["mm"]["cpu"] > 0
     with pytest.raises(ValueError, match="applies to flagos only"):
         qwen3.TrainingWorker("cpu", size="small", routing="native")
+
+
+def test_training_workers_started_together_build_their_models_at_once():
+    """wait=False: workers build their models at the same time; each is
+    ready before its first step, and they train alike."""
+    from torch_fl.models import qwen3
+
+    with qwen3.TrainingWorker("flagos", size="small", batch=2, length=8, routing="native", wait=False) as a, \
+            qwen3.TrainingWorker("flagos", size="small", batch=2, length=8, routing="native", wait=False) as b:
+        a.wait_ready()
+        a.wait_ready()  # once ready, at once
+        assert len(a.timed_steps(1)) == 1 and len(b.timed_steps(1)) == 1  # b waits inside
+        assert a.routes == b.routes and a.routes["mm"]["cpu"] > 0
