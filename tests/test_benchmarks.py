@@ -218,7 +218,9 @@ def test_train_phases_times_each_configuration_in_its_own_process(tmp_path):
         assert len(row["runs"]) == 1 and len(row["runs"][0]["steps_ms"]) == 2, (name, row)
         for key in ("step_ms", "forward_ms", "backward_ms", "optimizer_ms"):
             assert _positive(row[key]), (name, key, row)
-    assert "x ref" in stdout
+        # The host queues a step's work before the step ends.
+        assert 0 < row["queued_ms"] <= row["step_ms"], (name, row)
+    assert "x ref" in stdout and "queued" in stdout
 
 
 def test_training_worker_trains_flagos_in_its_own_process():
