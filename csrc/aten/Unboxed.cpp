@@ -163,13 +163,13 @@ constexpr bool ends_with_underscore(const char* name) {
   while (*name) last = name++;
   return *last == '_';
 }
-// A foreach op (aten::_foreach_*).
 constexpr bool starts_with(const char* s, const char* prefix) {
   while (*prefix) {
     if (*s++ != *prefix++) return false;
   }
   return true;
 }
+// A foreach op (aten::_foreach_*).
 template <class Op>
 constexpr bool is_foreach = starts_with(Op::name, "aten::_foreach_");
 
