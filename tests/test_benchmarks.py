@@ -15,6 +15,16 @@ pytestmark = [pytest.mark.anyplatform, pytest.mark.skipif(
     VENDOR != "host", reason=f"quick runs of the host vendor's configuration (live vendor: {VENDOR})")]
 
 
+def _qwen3_benchmark():
+    """benchmarks/qwen3.py as a module (it imports its folder's _common)."""
+    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+    try:
+        import qwen3 as bench
+    finally:
+        sys.path.pop(0)
+    return bench
+
+
 def _positive(x):
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
@@ -78,9 +88,7 @@ def test_qwen3_benchmark_interleaves_inference_and_trains(tmp_path):
 
 
 def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-    import qwen3 as bench
-
+    bench = _qwen3_benchmark()
     results = {"flagos default": {}, "torch cpu": {}}
     args = SimpleNamespace(budget_s=400.0)
     # A deadline already past: no worker starts (it would need a model).
@@ -92,9 +100,7 @@ def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
 
 def _measure_training(monkeypatch, targets, **args):
     """benchmarks/qwen3.py's measure_training() on the small model, host vendor."""
-    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-    import qwen3 as bench
-
+    bench = _qwen3_benchmark()
     for name, value in QUICK_TOOL_ENV.items():  # read by the workers
         monkeypatch.setenv(name, value)
     results = {label: {} for label, _, _ in targets}
@@ -128,11 +134,7 @@ def test_qwen3_benchmark_shares_training_rounds_among_worker_processes(monkeypat
 
 
 def test_qwen3_benchmark_spread_of_paired_ratios():
-    sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
-    try:
-        import qwen3 as bench
-    finally:
-        sys.path.pop(0)
+    bench = _qwen3_benchmark()
     ref = {"train_step_round_ms": [100.0, 100.0, 200.0, 100.0, 100.0]}
     mine = {"train_step_round_ms": [90.0, 110.0, 180.0, 95.0, 120.0]}  # ratios .9 1.1 .9 .95 1.2
     spread = bench.paired_spread(mine, ref, "train_step")
