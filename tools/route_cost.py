@@ -44,8 +44,8 @@ class PhaseClock:
         self.restart()
 
     def restart(self):
-        routing.take_route_clock()
-        self.totals = {p: {"calls": 0, "route_ns": 0, "vendor_ns": 0, "aliases": 0} for p in PHASES}
+        counters = routing.take_route_clock()
+        self.totals = {p: dict.fromkeys(counters, 0) for p in PHASES}
 
     def _add(self, phase: str):
         for key, value in routing.take_route_clock().items():
