@@ -98,6 +98,19 @@ def test_qwen3_benchmark_skips_the_large_batch_past_its_budget():
         assert r["train_large_batch"] == {"batch": 4, "skipped": "time budget of 400 s used up"}
 
 
+def test_qwen3_benchmark_leaves_the_large_batch_its_share_of_the_budget():
+    """The first training stops early enough for the second (at a larger
+    batch) to run: before, it used the whole budget and the device-bound
+    measurement was skipped in every GPU run."""
+    bench = _qwen3_benchmark()
+    assert bench.training_deadline(100.0, 300.0, large_batch_follows=True) == pytest.approx(
+        100.0 + 200.0 * (1 - bench.LARGE_BATCH_SHARE))
+    assert 100.0 < bench.training_deadline(100.0, 300.0, True) < 300.0
+    assert bench.training_deadline(100.0, 300.0, large_batch_follows=False) == 300.0
+    # A budget already used up stays used up: at least half the rounds run anyway.
+    assert bench.training_deadline(400.0, 300.0, True) == 300.0
+
+
 def _measure_training(monkeypatch, targets, **args):
     """benchmarks/qwen3.py's measure_training() on the small model, host vendor."""
     bench = _qwen3_benchmark()
