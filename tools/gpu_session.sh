@@ -114,6 +114,11 @@ run_step() {
     profile-train) for r in ${PROFILE_ROUTINGS:-default}; do
                      timeout 300 .venv/bin/python tools/decode_profile.py --train --train-step ${PROFILE_STEP:-2} --routing $r --rows ${PROFILE_ROWS:-30} --out "$OUT/train_profile_$r.json" 2>&1 | grep -v "^USDT" | tail -$(( ${PROFILE_ROWS:-30} + 4 ))
                    done ;;
+    # Routing's host cost per call: the same Qwen3 forward on flagos and on
+    # the vendor's device in one process, free of the bias between processes
+    # (tools/forward_overhead.py; FORWARD_ARGS passes --routing, --rows, --rounds).
+    forward-overhead) timeout ${FORWARD_TIMEOUT:-150} .venv/bin/python tools/forward_overhead.py ${FORWARD_ARGS:-} \
+                        --out "$OUT/forward_overhead.json" 2>&1 | grep -v "^\[flagos launcher\]" | tail -6 ;;
     # A training step per configuration, each in a fresh process, and its
     # phases synchronized (tools/train_phases.py).
     train-phases) timeout ${PHASES_TIMEOUT:-500} .venv/bin/python tools/train_phases.py --repeats ${PHASES_REPEATS:-2} ${PHASES_CONFIGS:+--configs "$PHASES_CONFIGS"} \
