@@ -117,7 +117,7 @@ run_step() {
     # Routing's host cost per call: the same Qwen3 forward on flagos and on
     # the vendor's device in one process, free of the bias between processes
     # (tools/forward_overhead.py; FORWARD_ARGS passes --routing, --rows, --rounds).
-    forward-overhead) timeout ${FORWARD_TIMEOUT:-150} .venv/bin/python tools/forward_overhead.py ${FORWARD_ARGS:-} \
+    forward-overhead) timeout ${FORWARD_TIMEOUT:-240} .venv/bin/python tools/forward_overhead.py ${FORWARD_ARGS:-} \
                         --out "$OUT/forward_overhead.json" 2>&1 | grep -v "^\[flagos launcher\]" | tail -6 ;;
     # A training step per configuration, each in a fresh process, and its
     # phases synchronized (tools/train_phases.py).
