@@ -14,17 +14,14 @@ between the two forwards is what routing costs. Per round and device: the
 host's time until the forward returned ("queued": the host bounds a
 training step at 2 x 1024 tokens) and the time until the device finished.
 The paired difference in queued time, divided by the routed calls of one
-forward (the route clock's count, taken in a child process), is routing's
-host cost per call. Both devices' losses are checked
+forward (routing.stats()), is routing's host cost per call. Both devices' losses are checked
 against each other first. Defaults: the 0.6B architecture at 2 x 1024
 tokens with bf16 autocast on a GPU; the small config at 2 x 64 tokens in
 float32 on the host vendor.
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,28 +39,12 @@ def reference_device() -> str:
     return "cpu" if torch_fl.flagos.vendor() == "host" else torch_fl.flagos.vendor()
 
 
-def routed_calls(routing_name: str, size: str, rows: int, length: int, warmup: int) -> int:
-    """Routed calls of one flagos forward and loss, every one the route
-    clock times (copies and casts included, which routing.stats() leaves
-    out), counted in a child process: the clock is set when torch_fl loads,
-    and timing each call would weigh on the flagos side of the comparison."""
-    command = [sys.executable, __file__, "--count-calls", "--routing", routing_name, "--size", size,
-               "--rows", str(rows), "--len", str(length), "--warmup", str(warmup)]
-    proc = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, FLAGOS_ROUTE_CLOCK="1"))
-    if proc.returncode != 0:
-        raise RuntimeError(f"forward_overhead: counting the routed calls failed:\n{proc.stderr[-3000:]}")
-    return int(proc.stdout.strip().splitlines()[-1])
-
-
-def count_calls(size: str, rows: int, length: int, warmup: int, autocast_dtype) -> int:
-    """In the child: the route clock's calls over one forward on flagos."""
-    model = qwen3.clone_to(qwen3.build_model(size, seed=0), "flagos").train()
-    tokens = qwen3.random_tokens(rows, length, qwen3.vocab_size(model), seed=2).to("flagos")
-    for _ in range(1 + warmup):
-        forward(model, tokens, autocast_dtype).item()
-    routing.take_route_clock()
+def routed_calls(model, tokens, autocast_dtype) -> int:
+    """Routed calls (every backend, copies and casts included) of one
+    forward and loss on flagos."""
+    routing.reset_stats()
     forward(model, tokens, autocast_dtype).item()
-    return routing.take_route_clock()["calls"]
+    return sum(sum(per_backend.values()) for per_backend in routing.stats().values())
 
 
 def forward(model, tokens, autocast_dtype):
@@ -93,7 +74,7 @@ def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, w
     if abs(losses["flagos"] - losses[reference]) > tolerance * abs(losses[reference]):
         raise RuntimeError(f"forward_overhead: flagos loss {losses['flagos']:.6f} differs from {reference}'s "
                            f"{losses[reference]:.6f} by more than {tolerance:.0e} (relative); nothing to compare")
-    calls = routed_calls(routing_name, size, rows, length, warmup)
+    calls = routed_calls(models["flagos"], batches["flagos"], autocast_dtype)
     times = {device: {"queued_ms": [], "finished_ms": []} for device in models}
     with qwen3.paused_gc():
         for r in range(rounds):
@@ -158,7 +139,6 @@ def main() -> None:
                         help="untimed forwards per device first (default: 5 on the native route, past the "
                              "FlagGems records otherwise)")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--count-calls", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -167,10 +147,6 @@ def main() -> None:
     length = args.len or (1024 if gpu else 64)
     warmup = default_warmup(args.routing) if args.warmup is None else args.warmup
     autocast_dtype = torch.bfloat16 if gpu else None
-    if args.count_calls:
-        with routing.preset(args.routing):
-            print(count_calls(size, args.rows, length, warmup, autocast_dtype))
-        return
     with routing.preset(args.routing):
         result = measure(args.routing, size, args.rows, length, args.rounds, warmup, autocast_dtype)
     print(report(result))
