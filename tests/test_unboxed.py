@@ -559,7 +559,7 @@ def test_casts_agree_with_cpu(name, dev):
 def test_copies_and_casts_within_a_device_count_on_the_vendors_route(dev):
     """routing.stats() counts a copy or a cast within one flagos device on
     the vendor's route, as it counts every routed call: before, neither
-    counted (about a third of a bf16 training step's routed calls). The
+    counted (about a third of a bf16 forward's routed calls). The
     cuda vendor casts with one _to_copy call; the host vendor with a
     copy_ into a new flagos tensor. A copy from another device is no
     routed call and counts nowhere."""

@@ -211,8 +211,8 @@ const c10::OperatorHandle& op_handle() {
 
 // A copy or cast served by the vendor's kernel below counts in
 // routing.stats() on the vendor's route, as every routed call does;
-// without it a bf16 training step's casts (a third of its routed calls)
-// went uncounted.
+// without it a bf16 forward's copies and casts (about a third of its
+// routed calls) went uncounted.
 template <class Op>
 void count_native_call() {
   plan_for(op_handle<Op>()).calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
