@@ -121,3 +121,25 @@ def test_in_place_foreach_calls_alias_tensors_only_on_the_host_vendor():
     assert out["out_of_place"] == 40
     assert out["roots_on"] == "flagos:0"
     assert out["err"] < 1e-6 and out["roots_err"] < 1e-6
+
+
+
+def test_route_cost_tool_trains_the_model_with_its_weights_tied():
+    """route_cost's model keeps Qwen3's tied embedding and output weights on
+    flagos (a plain Module.to() unties them, and the step trains and
+    aliases one matrix more than the model has)."""
+    proc = run_python("""
+        import sys
+        sys.path.insert(0, "tools")
+        import route_cost
+        trained, real_trainer = [], route_cost.qwen3.Trainer
+        def trainer(model, **options):
+            trained.append(model)
+            return real_trainer(model, **options)
+        route_cost.qwen3.Trainer = trainer
+        route_cost.measure("native", "small", 2, 16, warmup=1, blocks=1, steps=1)
+        model = trained[0]
+        print(model.lm_head.weight is model.model.embed_tokens.weight)
+    """, env_extra={"FLAGOS_ROUTE_CLOCK": "1", "FLAGOS_DISABLE_FLAGGEMS_PY": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "True"

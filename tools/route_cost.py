@@ -80,7 +80,7 @@ def measure(routing_name: str, size: str, batch: int, length: int, warmup: int, 
     gpu = torch.cuda.is_available()
     clock = PhaseClock()
     with routing.preset(routing_name):
-        model = qwen3.build_model(size, seed=0).to("flagos")
+        model = qwen3.build_model(size, seed=0, device="flagos")  # ties kept, unlike Module.to()
         tokens = qwen3.random_tokens(batch, length, qwen3.vocab_size(model), seed=2)
         trainer = qwen3.Trainer(model, lr=1e-4, foreach=True, autocast_dtype=torch.bfloat16 if gpu else None,
                                 phase=clock)
