@@ -43,15 +43,8 @@ def routed_calls(model, tokens, autocast_dtype) -> int:
     """Routed calls (every backend, copies and casts included) of one
     forward and loss on flagos."""
     routing.reset_stats()
-    forward(model, tokens, autocast_dtype).item()
+    qwen3.lm_loss(model, tokens, autocast_dtype).item()
     return sum(sum(per_backend.values()) for per_backend in routing.stats().values())
-
-
-def forward(model, tokens, autocast_dtype):
-    if autocast_dtype is None:
-        return qwen3.lm_loss(model, tokens)
-    with torch.autocast(tokens.device.type, dtype=autocast_dtype):
-        return qwen3.lm_loss(model, tokens)
 
 
 def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, warmup: int,
@@ -67,9 +60,9 @@ def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, w
     losses = {}
     for device, model in models.items():
         model.train()  # dropout is 0 in Qwen3's config: train mode changes no value
-        losses[device] = forward(model, batches[device], autocast_dtype).item()
+        losses[device] = qwen3.lm_loss(model, batches[device], autocast_dtype).item()
         for _ in range(warmup):
-            forward(model, batches[device], autocast_dtype).item()
+            qwen3.lm_loss(model, batches[device], autocast_dtype).item()
     tolerance = 2e-2 if autocast_dtype is not None else 1e-4
     if abs(losses["flagos"] - losses[reference]) > tolerance * abs(losses[reference]):
         raise RuntimeError(f"forward_overhead: flagos loss {losses['flagos']:.6f} differs from {reference}'s "
@@ -82,7 +75,7 @@ def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, w
             for device in order:
                 qwen3.sync(torch.device(device))
                 begin = time.perf_counter()
-                loss = forward(models[device], batches[device], autocast_dtype)
+                loss = qwen3.lm_loss(models[device], batches[device], autocast_dtype)
                 queued = time.perf_counter()
                 qwen3.sync(torch.device(device))
                 finished = time.perf_counter()

@@ -210,9 +210,13 @@ def top2_margins(step_logits: List[torch.Tensor]) -> List[float]:
     return [float(v[0, 0] - v[0, 1]) for v in (t.topk(2, dim=-1).values for t in step_logits)]
 
 
-def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token cross entropy of ``tokens`` ([batch, seq])."""
-    return model(input_ids=tokens, labels=tokens).loss
+def lm_loss(model, tokens: torch.Tensor, autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Next-token cross entropy of ``tokens`` ([batch, seq]), under
+    ``torch.autocast(tokens' device, autocast_dtype)`` when that is given."""
+    if autocast_dtype is None:
+        return model(input_ids=tokens, labels=tokens).loss
+    with torch.autocast(tokens.device.type, dtype=autocast_dtype):
+        return model(input_ids=tokens, labels=tokens).loss
 
 
 def sync(device) -> None:
@@ -268,11 +272,7 @@ class Trainer:
         tokens = tokens.to(self.device)
         self.opt.zero_grad(set_to_none=True)
         with self.phase("forward"):
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    loss = lm_loss(self.model, tokens)
-            else:
-                loss = lm_loss(self.model, tokens)
+            loss = lm_loss(self.model, tokens, self.autocast_dtype)
         with self.phase("backward"):
             loss.backward()
         if keep_grads:
