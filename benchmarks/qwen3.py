@@ -177,9 +177,16 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
     # rounds, so pairing rounds alone does not remove it.
     processes = max(1, min(args.train_processes, args.train_rounds))
     r = 0
+
+    def out_of_time() -> bool:
+        # A training round is a few hundred ms a target; one round's ratio
+        # is too noisy to stand for the step, so the budget cuts only the
+        # second half of the rounds.
+        return time.perf_counter() > deadline and 2 * r >= args.train_rounds
+
     for p in range(processes):
         last_round = args.train_rounds * (p + 1) // processes
-        if p and time.perf_counter() > deadline and 2 * r >= args.train_rounds:
+        if p and out_of_time():
             break
         with contextlib.ExitStack() as stack:
             # The workers build their models at the same time (a 0.6B model
@@ -204,12 +211,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                 if p == 0:
                     results[label].update(train_first_ms=first_ms, train_warmup_max_ms=warmup_max_ms)
             mine = {label: [] for label, _, _ in targets}
-            # A training round is a few hundred ms a target; one round's ratio
-            # is too noisy to stand for the step, so the budget cuts only the
-            # second half of the rounds.
-            while r < last_round:
-                if time.perf_counter() > deadline and 2 * r >= args.train_rounds:
-                    break
+            while r < last_round and not out_of_time():
                 for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
                     timed = workers[label].timed_steps(block + 1)[1:]
                     seconds[label] += timed
@@ -384,16 +386,17 @@ def main() -> None:
     trained = [t for t in targets if t[0] in results]
     large = args.train_batch_large if args.train_batch_large is not None else (4 if gpu else 0)
     large_targets = [t for t in trained if t[2] in (None, "default")]
+    large_follows = bool(large) and len(large_targets) == 2
     if args.skip_train:
         why = "--skip-train"
     elif time.perf_counter() > deadline:
         why = f"time budget of {args.budget_s:.0f} s used up"
     else:
         why = None
-        first_deadline = training_deadline(time.perf_counter(), deadline, bool(large) and len(large_targets) == 2)
+        first_deadline = training_deadline(time.perf_counter(), deadline, large_follows)
         measure_training(trained, results, args, gpu, first_deadline, args.train_batch)
     print(f"  training done at {time.perf_counter() - t_start:.0f} s")
-    if large and not why and len(large_targets) == 2:
+    if large_follows and not why:
         train_large_batch(large_targets, results, args, gpu, deadline, large)
         print(f"  training at {large} rows done at {time.perf_counter() - t_start:.0f} s")
     for label, device, _ in trained:
