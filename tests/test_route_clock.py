@@ -28,7 +28,6 @@ def test_counts_each_routed_call_once_and_restarts():
         import json, torch, torch_fl
         from torch_fl import routing
         x = torch.arange(6.0).view(2, 3).to("flagos")
-        cpu_only = routing.native_backend() == "cpu"
         routing.take_route_clock()
         counts = {}
         def take(name, fn):

@@ -43,8 +43,6 @@ class CurrentDevice {
   CurrentDevice(const CurrentDevice&) = delete;
   CurrentDevice& operator=(const CurrentDevice&) = delete;
 
-  c10::DeviceIndex device() const { return device_; }
-
  private:
   c10::DeviceIndex device_;
   c10::DeviceIndex previous_;
