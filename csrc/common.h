@@ -6,6 +6,7 @@
 #include <c10/core/DispatchKey.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -34,14 +35,37 @@ inline bool env_flag(const char* name, bool unset = false) {
 
 enum class Vendor { Host, Cuda };
 
+namespace vendor_detail {
+struct LiveVendor {
+  Vendor vendor = Vendor::Host;
+  const char* name = "host";
+  c10::DeviceIndex count = 0;
+};
+extern std::atomic<bool> started;
+extern LiveVendor value;
+// Starts the runtime (FLAGOS_VENDOR) unless it has started; throws if it
+// cannot.
+const LiveVendor& start();
+// Inline: every routed call asks several times, and the answer never
+// changes once the runtime has started.
+inline const LiveVendor& live() {
+  if (C10_LIKELY(started.load(std::memory_order_acquire))) return value;
+  return start();
+}
+}  // namespace vendor_detail
+
 // Starts the runtime on first use (FLAGOS_VENDOR) and caches the answer.
-Vendor live_vendor();
-const char* live_vendor_name();
+inline Vendor live_vendor() { return vendor_detail::live().vendor; }
+inline const char* live_vendor_name() { return vendor_detail::live().name; }
 
 // The device type whose kernels serve the native route: CPU for the host
 // vendor, CUDA for the cuda vendor.
-c10::DeviceType native_device_type();
-c10::DispatchKey native_dispatch_key();
+inline c10::DeviceType native_device_type() {
+  return live_vendor() == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+}
+inline c10::DispatchKey native_dispatch_key() {
+  return live_vendor() == Vendor::Cuda ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
+}
 
 inline c10::Device native_device(c10::DeviceIndex index) {
   // The host vendor's devices are all CPU memory; CPU has one device.

@@ -16,7 +16,6 @@ namespace {
 
 std::shared_mutex plans_mutex;
 std::unordered_map<const void*, std::unique_ptr<OpPlan>> plans;
-std::atomic<uint64_t> generation{1};
 std::atomic<bool> log_dispatch{env_flag("FLAGOS_LOG_DISPATCH")};
 std::atomic<BoxedRoute> flaggems_route{nullptr};
 
@@ -25,6 +24,11 @@ bool has_native_kernel(const c10::OperatorHandle& op) {
 }
 
 }  // namespace
+
+namespace routing_detail {
+std::atomic<uint64_t> generation{1};
+}  // namespace routing_detail
+using routing_detail::generation;
 
 std::string short_op_name(const c10::OperatorName& name) {
   std::string out = name.name;

@@ -34,6 +34,22 @@ struct OpPlan {
 
 OpPlan& plan_for(const c10::OperatorHandle& op);
 
+namespace routing_detail {
+extern std::atomic<uint64_t> generation;  // bumped by invalidate_plans()
+}  // namespace routing_detail
+
+// The plan of `op`, given one that plan_for() returned for it before: that
+// one, while routing has not changed since (plans are never freed, and a
+// stale one is re-resolved in place). An op with a kernel of its own
+// (Unboxed.cpp) keeps its plan so: no per-thread cache or hash per call.
+inline OpPlan& current_plan(OpPlan& known, const c10::OperatorHandle& op) {
+  if (C10_LIKELY(known.generation.load(std::memory_order_acquire) ==
+                 routing_detail::generation.load(std::memory_order_acquire))) {
+    return known;
+  }
+  return plan_for(op);
+}
+
 // The boxed kernel every routed op runs (the PrivateUse1 fallback).
 void routing_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack);
 

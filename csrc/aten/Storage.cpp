@@ -16,8 +16,11 @@
 namespace torch_fl {
 namespace {
 
+// Every routed call reads the current device through it: the registry
+// lookup is done once.
 const c10::impl::DeviceGuardImplInterface* flagos_guard() {
-  return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
+  static const auto* const guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
+  return guard;
 }
 
 void copy_tensor_meta(c10::TensorImpl* dst, const at::Tensor& src) {
@@ -125,26 +128,6 @@ void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
   storage->set_nbytes(new_bytes);
 }
 
-CurrentDevice::CurrentDevice(c10::DeviceIndex device)
-    : device_(device), previous_(flagos_guard()->getDevice().index()) {
-  if (previous_ != device) flagos_guard()->setDevice(flagos_device(device));
-}
-
-CurrentDevice::~CurrentDevice() {
-  if (previous_ != device_) flagos_guard()->uncheckedSetDevice(flagos_device(previous_));
-}
-
-NativeScope::NativeScope(c10::DeviceIndex device)
-    : device_(device), current_(device), host_(live_vendor() == Vendor::Host) {
-  if (host_) {
-    // CPU kernels run on this thread now: earlier work queued on the
-    // current stream (async copies) must land first.
-    flagos_status_t status = flagos_stream_synchronize(host_streams::current_handle(device));
-    // current_, constructed already, sets the device back if this throws.
-    if (status != FLAGOS_SUCCESS) raise_status(status, "flagos_stream_synchronize");
-  }
-}
-
 namespace {
 
 // Aliases that scopes on this thread have finished with, the most recent
@@ -173,12 +156,33 @@ bool same_flags(const c10::TensorImpl* a, const c10::TensorImpl* b) {
 
 }  // namespace
 
+CurrentDevice::CurrentDevice(c10::DeviceIndex device)
+    : device_(device), previous_(flagos_guard()->getDevice().index()) {
+  if (previous_ != device) flagos_guard()->setDevice(flagos_device(device));
+}
+
+CurrentDevice::~CurrentDevice() {
+  if (previous_ != device_) flagos_guard()->uncheckedSetDevice(flagos_device(previous_));
+}
+
+NativeScope::NativeScope(c10::DeviceIndex device)
+    : device_(device), current_(device), host_(live_vendor() == Vendor::Host), spares_(spare_aliases) {
+  if (host_) {
+    // CPU kernels run on this thread now: earlier work queued on the
+    // current stream (async copies) must land first.
+    flagos_status_t status = flagos_stream_synchronize(host_streams::current_handle(device));
+    // current_, constructed already, sets the device back if this throws.
+    if (status != FLAGOS_SUCCESS) raise_status(status, "flagos_stream_synchronize");
+  }
+}
+
+
 NativeScope::~NativeScope() {
   for (auto& e : entries_) {
     // Anyone else still holding the alias (a result the caller kept)
     // keeps it out of the cache.
-    if (e.alias.use_count() != 1 || spare_aliases.size() >= kSpareAliases) continue;
-    spare_aliases.push_back(std::move(e.alias));
+    if (e.alias.use_count() != 1 || spares_.size() >= kSpareAliases) continue;
+    spares_.push_back(std::move(e.alias));
   }
   for (const void* ptr : accessed_) flagos_host_access_end(ptr);
 }
@@ -304,11 +308,11 @@ at::Tensor NativeScope::recycled_alias(const at::Tensor& t) {
   // activation (a new TensorImpl each call) so pays for neither a
   // TensorImpl nor, when the alias holds its storage alone, a StorageImpl.
   // One with other flags (conjugate, negative, wrapped number) stays.
-  if (spare_aliases.empty() || !same_flags(spare_aliases.back().unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
+  if (spares_.empty() || !same_flags(spares_.back().unsafeGetTensorImpl(), t.unsafeGetTensorImpl())) {
     return at::Tensor();
   }
-  at::Tensor alias = std::move(spare_aliases.back());
-  spare_aliases.pop_back();
+  at::Tensor alias = std::move(spares_.back());
+  spares_.pop_back();
   return alias;
 }
 

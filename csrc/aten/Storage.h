@@ -13,6 +13,7 @@
 #include <c10/util/flat_hash_map.h>
 
 #include <optional>
+#include <vector>
 
 #include "common.h"
 
@@ -134,6 +135,9 @@ class NativeScope {
   c10::DeviceIndex device_;
   CurrentDevice current_;
   bool host_;
+  // This thread's spare aliases: a thread_local of a shared library costs
+  // a call to reach, so a scope reaches it once.
+  std::vector<at::Tensor>& spares_;
   c10::SmallVector<Entry, 4> entries_;
   // A scope over a tensor list (an optimizer's foreach ops alias every
   // parameter, gradient and state tensor: over a thousand) finds entries by

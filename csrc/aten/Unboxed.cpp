@@ -209,13 +209,19 @@ const c10::OperatorHandle& op_handle() {
   return op;
 }
 
+template <class Op>
+OpPlan& op_plan() {
+  static OpPlan& known = plan_for(op_handle<Op>());
+  return current_plan(known, op_handle<Op>());
+}
+
 // A copy or cast served by the vendor's kernel below counts in
 // routing.stats() on the vendor's route, as every routed call does;
 // without it a bf16 forward's copies and casts (about a third of its
 // routed calls) went uncounted.
 template <class Op>
 void count_native_call() {
-  plan_for(op_handle<Op>()).calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
+  op_plan<Op>().calls[native_backend()].fetch_add(1, std::memory_order_relaxed);
 }
 
 template <class Op, class Sig = typename Op::schema>
@@ -233,7 +239,7 @@ struct UnboxedRoute<Op, Ret(Args...)> {
 
   static Ret call(c10::DispatchKeySet ks, Args... args) {
     const c10::OperatorHandle& op = op_handle<Op>();
-    OpPlan& plan = plan_for(op);
+    OpPlan& plan = op_plan<Op>();
     const flagos_backend_t backend = plan.backend.load(std::memory_order_relaxed);
     const bool native = backend == native_backend();
     const bool flaggems = backend == FLAGOS_BACKEND_FLAGOS || backend == FLAGOS_BACKEND_FLAGGEMS ||

@@ -19,8 +19,11 @@ using c10::DeviceIndex;
 using c10::DeviceType;
 using c10::Stream;
 
+// Looked up once: every flagos guard call on the cuda vendor (a routed
+// call's device, autograd's streams) forwards to it.
 const c10::impl::DeviceGuardImplInterface* cuda_guard() {
-  return c10::impl::getDeviceGuardImpl(DeviceType::CUDA);
+  static const auto* const guard = c10::impl::getDeviceGuardImpl(DeviceType::CUDA);
+  return guard;
 }
 
 // A flagos device with a checked index (-1 means the current device); the
@@ -44,7 +47,7 @@ Device checked(Device d) {
   if (!d.has_index()) {
     int current = 0;
     if (live_vendor() == Vendor::Cuda) {
-      current = c10::impl::getDeviceGuardImpl(DeviceType::CUDA)->getDevice().index();
+      current = cuda_guard()->getDevice().index();
     } else {
       FLAGOS_CHECK(flagos_get_device(&current));
     }

@@ -16,11 +16,7 @@
 namespace torch_fl {
 namespace {
 
-struct LiveVendor {
-  Vendor vendor = Vendor::Host;
-  const char* name = "host";
-  c10::DeviceIndex count = 0;
-};
+using vendor_detail::LiveVendor;
 
 bool torch_has_cuda_kernels() {
   return at::detail::getCUDAHooks().hasCUDA();
@@ -57,15 +53,20 @@ LiveVendor start_runtime() {
   return live;
 }
 
-const LiveVendor& live() {
+std::mutex start_mutex;
+
+}  // namespace
+
+namespace vendor_detail {
+
+std::atomic<bool> started{false};
+LiveVendor value;
+
+const LiveVendor& start() {
   // A failed start is retried on the next call and raises each time, so the
   // user sees the cause instead of a later unrelated error. After a start
-  // the answer is read without a lock: it sits on every op's path.
-  static std::mutex mutex;
-  static LiveVendor value;
-  static std::atomic<bool> started{false};
-  if (C10_LIKELY(started.load(std::memory_order_acquire))) return value;
-  std::lock_guard<std::mutex> lock(mutex);
+  // the answer is read without a lock (live()): it sits on every op's path.
+  std::lock_guard<std::mutex> lock(start_mutex);
   if (!started.load(std::memory_order_relaxed)) {
     value = start_runtime();
     started.store(true, std::memory_order_release);
@@ -73,7 +74,7 @@ const LiveVendor& live() {
   return value;
 }
 
-}  // namespace
+}  // namespace vendor_detail
 
 [[noreturn]] void raise_status(flagos_status_t status, const char* /*call*/) {
   const char* message = flagos_last_error();
@@ -87,20 +88,9 @@ const LiveVendor& live() {
   TORCH_CHECK(false, text, " [", flagos_status_string(status), "]");
 }
 
-Vendor live_vendor() { return live().vendor; }
-const char* live_vendor_name() { return live().name; }
-
-c10::DeviceType native_device_type() {
-  return live().vendor == Vendor::Cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-}
-
-c10::DispatchKey native_dispatch_key() {
-  return live().vendor == Vendor::Cuda ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
-}
-
 c10::DeviceIndex device_count() noexcept {
   try {
-    return live().count;
+    return vendor_detail::live().count;
   } catch (...) {
     return 0;
   }
