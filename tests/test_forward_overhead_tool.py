@@ -12,8 +12,8 @@ from conftest import REPO_ROOT, run_script
 pytestmark = pytest.mark.anyplatform
 
 
-def calls_in_stats(autocast: bool) -> int:
-    """Routed calls of the tool's forward, counted here by routing.stats()
+def calls_in_stats(autocast: bool) -> dict:
+    """Routed calls per op of the tool's forward, counted here by routing.stats()
     under the tool's default routing (native); copies within the device
     among them."""
     import torch
@@ -32,9 +32,9 @@ def calls_in_stats(autocast: bool) -> int:
         qwen3.lm_loss(model, tokens, autocast_dtype).item()
         stats = routing.stats()
     assert sum(stats.get("copy_", {}).values()) + sum(stats.get("_to_copy", {}).values()) > 0
-    total = sum(sum(per_backend.values()) for per_backend in stats.values())
-    assert total > 20  # a 2-layer decoder's forward routes every op it runs
-    return total
+    per_op = {op: sum(per_backend.values()) for op, per_backend in stats.items()}
+    assert sum(per_op.values()) > 20  # a 2-layer decoder's forward routes every op it runs
+    return per_op
 
 
 def test_both_devices_compute_the_same_loss_and_the_difference_is_per_routed_call(tmp_path):
@@ -47,7 +47,9 @@ def test_both_devices_compute_the_same_loss_and_the_difference_is_per_routed_cal
     losses = result["losses"]
     tolerance = 2e-2 if result["autocast"] else 1e-4
     assert losses["flagos"] == pytest.approx(losses[reference], rel=tolerance)
-    assert result["routed_calls"] == calls_in_stats(result["autocast"] is not None)
+    # Per op, so that a difference names the op.
+    assert result["routed_ops"] == calls_in_stats(result["autocast"] is not None)
+    assert result["routed_calls"] == sum(result["routed_ops"].values())
     for device, times in result["rounds_ms"].items():
         assert len(times["queued_ms"]) == len(times["finished_ms"]) == 3
         assert all(0 < q <= f for q, f in zip(times["queued_ms"], times["finished_ms"]))

@@ -39,12 +39,12 @@ def reference_device() -> str:
     return "cpu" if torch_fl.flagos.vendor() == "host" else torch_fl.flagos.vendor()
 
 
-def routed_calls(model, tokens, autocast_dtype) -> int:
-    """Routed calls (every backend, copies and casts included) of one
-    forward and loss on flagos."""
+def routed_ops(model, tokens, autocast_dtype) -> dict:
+    """Routed calls per op (every backend, copies and casts included) of
+    one forward and loss on flagos."""
     routing.reset_stats()
     qwen3.lm_loss(model, tokens, autocast_dtype).item()
-    return sum(sum(per_backend.values()) for per_backend in routing.stats().values())
+    return {op: sum(per_backend.values()) for op, per_backend in sorted(routing.stats().items())}
 
 
 def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, warmup: int,
@@ -67,7 +67,8 @@ def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, w
     if abs(losses["flagos"] - losses[reference]) > tolerance * abs(losses[reference]):
         raise RuntimeError(f"forward_overhead: flagos loss {losses['flagos']:.6f} differs from {reference}'s "
                            f"{losses[reference]:.6f} by more than {tolerance:.0e} (relative); nothing to compare")
-    calls = routed_calls(models["flagos"], batches["flagos"], autocast_dtype)
+    ops = routed_ops(models["flagos"], batches["flagos"], autocast_dtype)
+    calls = sum(ops.values())
     times = {device: {"queued_ms": [], "finished_ms": []} for device in models}
     with qwen3.paused_gc():
         for r in range(rounds):
@@ -87,7 +88,7 @@ def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, w
     return {
         "reference": reference, "size": size, "rows": rows, "length": length, "rounds": rounds,
         "autocast": str(autocast_dtype) if autocast_dtype is not None else None,
-        "routing": routing_name, "losses": losses, "routed_calls": calls,
+        "routing": routing_name, "losses": losses, "routed_calls": calls, "routed_ops": ops,
         "devices": {d: {k: statistics.median(v) for k, v in t.items()} for d, t in times.items()},
         "rounds_ms": times,
         "extra_queued_ms": statistics.median(extra),
