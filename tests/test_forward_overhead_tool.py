@@ -7,32 +7,35 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, run_script
+from conftest import QUICK_TOOL_ENV, REPO_ROOT, run_python, run_script
 
 pytestmark = pytest.mark.anyplatform
 
 
 def calls_in_stats(autocast: bool) -> dict:
-    """Routed calls per op of the tool's forward, counted here by routing.stats()
-    under the tool's default routing (native); copies within the device
-    among them."""
-    import torch
-    import torch_fl  # noqa: F401
-    from torch_fl import routing
-    from torch_fl.models import qwen3
-
-    model = qwen3.clone_to(qwen3.build_model("small", seed=0), "flagos").train()
-    tokens = qwen3.random_tokens(2, 32, qwen3.vocab_size(model), seed=2).to("flagos")
-    autocast_dtype = torch.bfloat16 if autocast else None
-    with routing.preset("native"):
-        # The tool counts a forward that follows others (its loss check and
-        # warm-up); a model's first forward may route a call fewer or more.
-        qwen3.lm_loss(model, tokens, autocast_dtype).item()
-        routing.reset_stats()
-        qwen3.lm_loss(model, tokens, autocast_dtype).item()
-        stats = routing.stats()
-    assert sum(stats.get("copy_", {}).values()) + sum(stats.get("_to_copy", {}).values()) > 0
-    per_op = {op: sum(per_backend.values()) for op, per_backend in stats.items()}
+    """Routed calls per op of the tool's forward, counted by routing.stats()
+    in a process set up as the tool's is (QUICK_TOOL_ENV, routing native):
+    with FlagGems' Python loaded, as in this test's own process, FlagGems
+    claims composite ops (embedding, arange) and the forward routes other
+    ops."""
+    proc = run_python(f"""
+        import json, torch, torch_fl
+        from torch_fl import routing
+        from torch_fl.models import qwen3
+        model = qwen3.clone_to(qwen3.build_model("small", seed=0), "flagos").train()
+        tokens = qwen3.random_tokens(2, 32, qwen3.vocab_size(model), seed=2).to("flagos")
+        autocast_dtype = torch.bfloat16 if {autocast} else None
+        with routing.preset("native"):
+            # The tool counts a forward that follows others.
+            qwen3.lm_loss(model, tokens, autocast_dtype).item()
+            routing.reset_stats()
+            qwen3.lm_loss(model, tokens, autocast_dtype).item()
+            stats = routing.stats()
+        print(json.dumps({{op: sum(per_backend.values()) for op, per_backend in stats.items()}}))
+    """, env_extra=QUICK_TOOL_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_op = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert per_op.get("copy_", 0) + per_op.get("_to_copy", 0) > 0
     assert sum(per_op.values()) > 20  # a 2-layer decoder's forward routes every op it runs
     return per_op
 
