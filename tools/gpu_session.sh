@@ -119,6 +119,12 @@ run_step() {
     # (tools/forward_overhead.py; FORWARD_ARGS passes --routing, --rows, --rounds).
     forward-overhead) timeout ${FORWARD_TIMEOUT:-240} .venv/bin/python tools/forward_overhead.py ${FORWARD_ARGS:-} \
                         --out "$OUT/forward_overhead.json" 2>&1 | grep -v "^\[flagos launcher\]" | tail -6 ;;
+    # Where that cost goes, function by function: two perf sessions on one
+    # process, one per device (tools/perf_forward.py; PERF_FORWARD_ARGS passes
+    # --routing, --rows, --len, --grad; PERF=/path/to/perf and
+    # PERF_LD_LIBRARY_PATH for a perf carried to the machine).
+    perf-forward) timeout ${PERF_FORWARD_TIMEOUT:-300} .venv/bin/python tools/perf_forward.py ${PERF_FORWARD_ARGS:-} \
+                    --out "$OUT/perf_forward.json" 2>&1 | grep -v "^\[flagos launcher\]" | tail -70 ;;
     # A training step per configuration, each in a fresh process, and its
     # phases synchronized (tools/train_phases.py).
     train-phases) timeout ${PHASES_TIMEOUT:-500} .venv/bin/python tools/train_phases.py --repeats ${PHASES_REPEATS:-2} ${PHASES_CONFIGS:+--configs "$PHASES_CONFIGS"} \
