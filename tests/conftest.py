@@ -117,6 +117,16 @@ def run_script(script: str, *args: str, timeout=300) -> str:
     return proc.stdout
 
 
+def refused_usage(script: str, *args: str, timeout=300) -> str:
+    """The standard error of a repository script given arguments it must
+    refuse; fails the test unless it exits with argparse's usage status, 2."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc.stderr
+
+
 def run_clean(name: str, device: str, timeout=600):
     """The result of tests/clean_reference.py's `name` on `device`, computed in
     a fresh interpreter that never imports torch_fl (see that file for why)."""
