@@ -169,7 +169,9 @@ OpCache& cache_of(const OpPlan& plan) {
 enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool, kString, kDevice, kComplex };
 
 struct KeyBuilder {
-  std::vector<int64_t> key;
+  // This thread's key buffer, cleared per call: it keeps its capacity, so
+  // a replayed call allocates no key (a record copies it out).
+  std::vector<int64_t>& key;
   std::vector<at::Tensor> tensors;  // every tensor argument, in the order keyed
   c10::SmallVector<const void*, 8> pointers, storages;
 
@@ -391,9 +393,12 @@ void count_python_call(const OpPlan& plan) {
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
   Lookup out;
   if (!enabled() || plan.backend.load(std::memory_order_relaxed) != FLAGOS_BACKEND_FLAGOS) return out;
-  KeyBuilder key;
+  thread_local std::vector<int64_t> key_buffer;
+  key_buffer.clear();
+  KeyBuilder key{key_buffer};
   const size_t n = op.schema().arguments().size();
-  key.key.reserve(64);
+  // Room for a tensor per argument: the list grows once, not at each doubling.
+  key.tensors.reserve(n);
   key.key.push_back(current_native_device());
   // Global settings a FlagGems function may read: the default dtype
   // (factories without one), deterministic algorithms (index_put, scatter).
@@ -432,7 +437,7 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
   } else {
     out.record = entry.state != State::Python;
   }
-  if (out.record) out.key = std::move(key.key);
+  if (out.record) out.key = key.key;
   if (out.plan || out.record) out.tensors = std::move(key.tensors);
   return out;
 }
