@@ -176,7 +176,6 @@ NativeScope::NativeScope(c10::DeviceIndex device)
   }
 }
 
-
 NativeScope::~NativeScope() {
   for (auto& e : entries_) {
     // Anyone else still holding the alias (a result the caller kept)
