@@ -4,6 +4,7 @@
 
 #include <c10/core/Device.h>
 #include <c10/core/DispatchKey.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/Exception.h>
 
 #include <atomic>
@@ -77,6 +78,19 @@ inline c10::Device native_device(c10::DeviceIndex index) {
 inline c10::Device flagos_device(c10::DeviceIndex index) {
   return c10::Device(c10::DeviceType::PrivateUse1, index);
 }
+
+// c10's guard implementation of flagos, and of the vendor's own device type
+// (CUDA's, or the CPU's on the host vendor), each looked up once: routed
+// calls read the current device through them.
+inline const c10::impl::DeviceGuardImplInterface* flagos_guard() {
+  static const auto* const guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
+  return guard;
+}
+inline const c10::impl::DeviceGuardImplInterface* native_guard() {
+  static const auto* const guard = c10::impl::getDeviceGuardImpl(native_device_type());
+  return guard;
+}
+inline c10::DeviceIndex current_flagos_device() { return flagos_guard()->getDevice().index(); }
 
 // Number of flagos devices (0 if the runtime failed to start).
 c10::DeviceIndex device_count() noexcept;

@@ -97,11 +97,11 @@ c10::DeviceIndex find_device(const OpPlan& plan, const torch::jit::Stack& stack,
     if (v.isDevice() && v.toDevice().type() == c10::DeviceType::PrivateUse1) {
       finder.see(v.toDevice().has_index()
                      ? v.toDevice().index()
-                     : c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index());
+                     : current_flagos_device());
     }
   }
   if (finder.device < 0) {
-    finder.device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+    finder.device = current_flagos_device();
   }
   // Then the other devices' tensors, against the device found.
   for (size_t i = begin; i < stack.size(); ++i) {
@@ -130,7 +130,7 @@ void invoke_host_dropout(const c10::OperatorHandle&, const OpPlan&, torch::jit::
     output = input.clone();
     mask = at::ones_like(input, input.options().dtype(at::kBool));
   } else {
-    auto device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+    auto device = current_flagos_device();
     at::Tensor keep = at::empty_like(input).bernoulli_(1 - p, native_generator_of(default_generator(device)));
     output = p == 1 ? at::zeros_like(input) : at::mul(at::mul(input, keep), 1.0 / (1 - p));
     mask = keep.to(at::kBool);

@@ -29,7 +29,7 @@ c10::DeviceIndex target_device(std::optional<c10::Device> device) {
       return device->index();
     }
   }
-  return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+  return current_flagos_device();
 }
 
 void check_layout_and_dtype(std::optional<c10::Layout> layout, c10::ScalarType dtype) {

@@ -16,13 +16,6 @@
 namespace torch_fl {
 namespace {
 
-// Every routed call reads the current device through it: the registry
-// lookup is done once.
-const c10::impl::DeviceGuardImplInterface* flagos_guard() {
-  static const auto* const guard = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
-  return guard;
-}
-
 void copy_tensor_meta(c10::TensorImpl* dst, const at::Tensor& src) {
   dst->set_sizes_and_strides(src.sizes(), src.strides(), src.storage_offset());
   const auto* s = src.unsafeGetTensorImpl();
@@ -115,7 +108,7 @@ void resize_storage_bytes(c10::StorageImpl* storage, size_t new_bytes) {
     return;
   }
   const auto device = storage->device().index() >= 0 ? storage->device().index()
-                                                      : flagos_guard()->getDevice().index();
+                                                      : current_flagos_device();
   c10::Storage fresh = new_flagos_storage(new_bytes, device);
   const size_t keep = std::min(old_bytes, new_bytes);
   if (keep > 0 && storage->data()) {

@@ -280,7 +280,7 @@ struct KeyBuilder {
 };
 
 c10::DeviceIndex current_native_device() {
-  return c10::impl::getDeviceGuardImpl(native_device_type())->getDevice().index();
+  return native_guard()->getDevice().index();
 }
 
 std::vector<int64_t> ints(const py::handle& seq) {
@@ -505,7 +505,7 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
   };
   void* stream = nullptr;  // the host vendor has none (and no kernels)
   if (type == c10::DeviceType::CUDA && !keeping.load(std::memory_order_relaxed)) {
-    const auto* guard = c10::impl::getDeviceGuardImpl(type);
+    const auto* guard = native_guard();
     stream = guard->getStreamNativeHandle(guard->getStream(device));
   }
   for (size_t i = 0; i < plan.launches.size(); ++i) {

@@ -115,36 +115,36 @@ PYBIND11_MODULE(_C, m) {
   m.def("_native_backend", [] { return std::string(flagos_backend_name(native_backend())); });
   m.def("_device_count", [] { return static_cast<int>(device_count()); });
   m.def("_get_device", [] {
-    return static_cast<int>(c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index());
+    return static_cast<int>(current_flagos_device());
   });
   m.def("_set_device", [](int device) {
     check_device_index(static_cast<c10::DeviceIndex>(device));
-    c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)
+    flagos_guard()
         ->setDevice(flagos_device(static_cast<c10::DeviceIndex>(device)));
   });
   m.def("_synchronize", [](int device) {
     check_device_index(static_cast<c10::DeviceIndex>(device));
     py::gil_scoped_release no_gil;
-    c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)
+    flagos_guard()
         ->synchronizeDevice(static_cast<c10::DeviceIndex>(device));
   });
   m.def("_get_device_properties", &device_properties);
   // Streams as (stream_id, device_index, device_type) triples, the form
   // torch.Stream takes.
   m.def("_current_stream", [](int device) {
-    auto s = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)
+    auto s = flagos_guard()
                  ->getStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
     return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device_type()));
   });
   m.def("_default_stream", [](int device) {
-    auto s = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)
+    auto s = flagos_guard()
                  ->getDefaultStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
     return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device_type()));
   });
   m.def("_set_stream", [](int64_t stream_id, int device) {
     check_device_index(static_cast<c10::DeviceIndex>(device));
     c10::Stream s(c10::Stream::UNSAFE, flagos_device(static_cast<c10::DeviceIndex>(device)), stream_id);
-    c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->exchangeStream(s);
+    flagos_guard()->exchangeStream(s);
   });
   m.def("_mem_get_info", &mem_get_info);
   m.def("_allocator_stats", &allocator_stats);

@@ -24,10 +24,6 @@ c10::Stream cuda_stream_of(const c10::Stream& s);
 
 namespace {
 
-c10::DeviceIndex current_device_index() {
-  return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
-}
-
 c10::Allocator* cuda_allocator() {
   return at::detail::getCUDAHooks().getCUDADeviceAllocator();
 }
@@ -88,7 +84,7 @@ c10::CachingDeviceAllocator::DeviceStats to_device_stats(const flagos_allocator_
 
 struct DeviceAllocator final : public AllocatorBase {
   c10::DataPtr allocate(size_t nbytes) override {
-    const auto device = current_device_index();
+    const auto device = current_flagos_device();
     if (live_vendor() == Vendor::Cuda) {
       c10::DataPtr data = cuda_allocator()->allocate(nbytes);
       data.unsafe_set_device(flagos_device(device));
@@ -205,8 +201,7 @@ bool is_pinned_host_ptr(const void* ptr) {
 void record_data_ptr_on_stream(const c10::DataPtr& data_ptr, const c10::Stream& stream) {
   if (!data_ptr.get()) return;
   if (live_vendor() == Vendor::Cuda) {
-    c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)
-        ->recordDataPtrOnStream(data_ptr, cuda_stream_of(stream));
+    native_guard()->recordDataPtrOnStream(data_ptr, cuda_stream_of(stream));
     return;
   }
   // Memory adopted from elsewhere is not the caching allocator's to track.

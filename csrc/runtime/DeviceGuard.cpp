@@ -19,12 +19,9 @@ using c10::DeviceIndex;
 using c10::DeviceType;
 using c10::Stream;
 
-// Looked up once: every flagos guard call on the cuda vendor (a routed
-// call's device, autograd's streams) forwards to it.
-const c10::impl::DeviceGuardImplInterface* cuda_guard() {
-  static const auto* const guard = c10::impl::getDeviceGuardImpl(DeviceType::CUDA);
-  return guard;
-}
+// Every flagos guard call on the cuda vendor (a routed call's device,
+// autograd's streams) forwards to it; only called on that vendor.
+const c10::impl::DeviceGuardImplInterface* cuda_guard() { return native_guard(); }
 
 // A flagos device with a checked index (-1 means the current device); the
 // CUDA guard would index its per-device tables with it unchecked.

@@ -56,7 +56,7 @@ at::Generator make_inner(c10::DeviceIndex device, bool fresh) {
 const at::Generator& default_generator(c10::DeviceIndex device) {
   static std::mutex mutex;
   static std::deque<at::Generator> generators;  // stable addresses
-  if (device < 0) device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+  if (device < 0) device = current_flagos_device();
   check_device_index(device);
   std::lock_guard<std::mutex> lock(mutex);
   while (generators.size() <= static_cast<size_t>(device)) {
@@ -71,7 +71,7 @@ const at::Generator& default_generator(c10::DeviceIndex device) {
 }
 
 at::Generator new_generator(c10::DeviceIndex device) {
-  if (device < 0) device = c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1)->getDevice().index();
+  if (device < 0) device = current_flagos_device();
   check_device_index(device);
   return at::make_generator<FlagosGeneratorImpl>(device, make_inner(device, /*fresh=*/true));
 }

@@ -12,10 +12,6 @@
 namespace torch_fl {
 namespace {
 
-const c10::impl::DeviceGuardImplInterface* guard() {
-  return c10::impl::getDeviceGuardImpl(c10::DeviceType::PrivateUse1);
-}
-
 struct FlagosHooks final : public at::PrivateUse1HooksInterface {
   void init() const override {
     live_vendor();
@@ -33,11 +29,11 @@ struct FlagosHooks final : public at::PrivateUse1HooksInterface {
   }
   c10::DeviceIndex deviceCount() const override { return device_count(); }
   void setCurrentDevice(c10::DeviceIndex device) const override {
-    guard()->setDevice(flagos_device(device));
+    flagos_guard()->setDevice(flagos_device(device));
   }
-  c10::DeviceIndex getCurrentDevice() const override { return guard()->getDevice().index(); }
+  c10::DeviceIndex getCurrentDevice() const override { return current_flagos_device(); }
   c10::DeviceIndex exchangeDevice(c10::DeviceIndex device) const override {
-    return guard()->exchangeDevice(flagos_device(device)).index();
+    return flagos_guard()->exchangeDevice(flagos_device(device)).index();
   }
   c10::DeviceIndex maybeExchangeDevice(c10::DeviceIndex device) const override {
     return exchangeDevice(device);
