@@ -122,7 +122,6 @@ def test_in_place_foreach_calls_alias_tensors_only_on_the_host_vendor():
     assert out["err"] < 1e-6 and out["roots_err"] < 1e-6
 
 
-
 def test_route_cost_tool_trains_the_model_with_its_weights_tied():
     """route_cost's model keeps Qwen3's tied embedding and output weights on
     flagos (a plain Module.to() unties them, and the step trains and

@@ -47,16 +47,22 @@ def routed_ops(model, tokens, autocast_dtype) -> dict:
     return {op: sum(per_backend.values()) for op, per_backend in sorted(routing.stats().items())}
 
 
+def models_and_batches(size: str, rows: int, length: int) -> tuple:
+    """The reference device, and per device (it and flagos) the same Qwen3
+    model (seed 0, weights tied) and the same token batch."""
+    reference = reference_device()
+    base = qwen3.build_model(size, seed=0)
+    models = {reference: qwen3.clone_to(base, reference), "flagos": qwen3.clone_to(base, "flagos")}
+    tokens = qwen3.random_tokens(rows, length, qwen3.vocab_size(base), seed=2)
+    return reference, models, {device: tokens.to(device) for device in models}
+
+
 def measure(routing_name: str, size: str, rows: int, length: int, rounds: int, warmup: int,
             autocast_dtype) -> dict:
     """Per device, the median queued and finished time of a forward over
     `rounds` alternating rounds, and the paired flagos-minus-reference
     differences."""
-    reference = reference_device()
-    base = qwen3.build_model(size, seed=0)
-    models = {reference: qwen3.clone_to(base, reference), "flagos": qwen3.clone_to(base, "flagos")}
-    tokens = qwen3.random_tokens(rows, length, qwen3.vocab_size(base), seed=2)
-    batches = {device: tokens.to(device) for device in models}
+    reference, models, batches = models_and_batches(size, rows, length)
     losses = {}
     for device, model in models.items():
         model.train()  # dropout is 0 in Qwen3's config: train mode changes no value

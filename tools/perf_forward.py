@@ -41,7 +41,7 @@ import torch_fl  # noqa: E402
 from torch_fl import routing  # noqa: E402
 from torch_fl.models import qwen3  # noqa: E402
 
-from forward_overhead import default_warmup, reference_device  # noqa: E402
+from forward_overhead import default_warmup, models_and_batches, reference_device  # noqa: E402
 
 FREQUENCY = 4999  # samples per second and thread; odd, so as not to beat with a periodic timer
 
@@ -133,10 +133,7 @@ def measure(args, perf: str, workdir: str) -> dict:
     size = args.size or ("0.6b" if gpu else "small")
     length = args.len or (128 if gpu else 64)
     autocast_dtype = torch.bfloat16 if gpu else None
-    base = qwen3.build_model(size, seed=0)
-    models = {reference: qwen3.clone_to(base, reference), "flagos": qwen3.build_model(size, seed=0, device="flagos")}
-    tokens = qwen3.random_tokens(args.rows, length, qwen3.vocab_size(base), seed=2)
-    batches = {device: tokens.to(device) for device in models}
+    _, models, batches = models_and_batches(size, args.rows, length)
     sessions = {device: Session(perf, device, workdir) for device in models}
     queued = {device: [] for device in models}
     warmup = default_warmup(args.routing) if args.warmup is None else args.warmup
