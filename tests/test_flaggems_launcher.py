@@ -126,11 +126,18 @@ def contiguous_sqrt(x):
         out.copy_(x.sqrt())
     return out
 
+def add_into_new_tensor_(a, b, *, alpha=1):  # an in-place function returning a new tensor
+    out = torch.empty_like(a)
+    kernel("add_", ADD, ("*fp32", "*fp32", "*fp32"), (a, b, out))
+    with _disable_current_modes():
+        out.copy_(a + alpha * b)
+    return out
+
 def cloning_exp(x):
     kernel("exp", ADD, ("*fp32",), (x,))
     return torch.ops.aten.exp.default(x.clone())
 
-flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "neg": neg, "abs": cached_abs,
+flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "add_.Tensor": add_into_new_tensor_, "neg": neg, "abs": cached_abs,
                             "rand_like": seeded_rand_like, "mm": bool_mm,
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
@@ -406,6 +413,45 @@ def test_replay_error_names_the_vendor_and_leaves_the_process_usable():
     assert torch.equal((a * 2).cpu(), a.cpu() * 2)
 
 @check
+def test_unboxed_replays_take_the_flagos_tensors_without_aliases():
+    x, y = torch.randn(11, device=dev), torch.randn(11, device=dev)
+    torch.add(x, y, alpha=3)  # the record: through aliases and the boxed stack
+    replays = flaggems.launcher_stats()["add.Tensor"]["replayed"]
+    routing.take_route_clock()
+    out, kept = replayed(lambda: torch.add(x, y, alpha=3))
+    clock = routing.take_route_clock()
+    assert (clock["calls"], clock["aliases"]) == (1, 0), clock
+    assert u64(kept[0][4][0]) == x.data_ptr() and u64(kept[0][4][1]) == y.data_ptr(), kept
+    assert struct.unpack("<f", kept[0][4][4][:4])[0] == 3.0
+    assert out.device == x.device and out.shape == (11,) and out.dtype == torch.float32
+    assert flaggems.launcher_stats()["add.Tensor"]["replayed"] == replays + 1
+    # An in-place replay returns the caller's tensor, unaliased as well.
+    x.mul_(y)
+    routing.take_route_clock()
+    got, kept = replayed(lambda: x.mul_(y))
+    assert got is x and routing.take_route_clock()["aliases"] == 0 and u64(kept[0][4][0]) == x.data_ptr()
+    # clamp.Tensor has no unboxed kernel: its replays take the boxed stack,
+    # over aliases of its two tensors.
+    m = torch.zeros(11, device=dev)
+    torch.clamp(x, max=m)
+    routing.take_route_clock()
+    _, kept = replayed(lambda: torch.clamp(x, max=m))
+    assert len(kept) == 1 and routing.take_route_clock()["aliases"] == 2
+
+@check
+def test_an_inplace_record_returning_a_new_tensor_replays_into_the_argument():
+    a, b = torch.ones(13, device=dev), torch.full((13,), 2.0, device=dev)
+    got = a.add_(b)  # the record: its new tensor is copied into a
+    assert got is a and a.cpu().tolist() == [3.0] * 13
+    before = calls["add_"]
+    routing.take_route_clock()
+    got, kept = replayed(lambda: a.add_(b))
+    assert got is a and calls["add_"] == before and len(kept) == 1, kept
+    assert u64(kept[0][4][2]) != a.data_ptr()
+    # Only the boxed route copies a result into the argument: this call took it.
+    assert routing.take_route_clock()["aliases"] == 2
+
+@check
 def test_forget_drops_the_records():
     a, b = torch.randn(8, device=dev), torch.randn(8, device=dev)
     torch.add(a, b)
@@ -438,13 +484,16 @@ CHECKS = [
     "test_other_aten_ops_are_never_replayed",
     "test_flagos_python_route_and_disabled_launcher_always_run_python",
     "test_replay_error_names_the_vendor_and_leaves_the_process_usable",
+    "test_unboxed_replays_take_the_flagos_tensors_without_aliases",
+    "test_an_inplace_record_returning_a_new_tensor_replays_into_the_argument",
     "test_forget_drops_the_records",
 ]
 
 
 @pytest.fixture(scope="module")
 def suite_results():
-    return _results(run_python(_HARNESS + _SUITE))
+    # The route clock counts each call's aliases.
+    return _results(run_python(_HARNESS + _SUITE, env_extra={"FLAGOS_ROUTE_CLOCK": "1"}))
 
 
 @on_host

@@ -17,6 +17,10 @@
 
 namespace torch_fl {
 
+namespace launcher {
+struct OpCache;
+}  // namespace launcher
+
 struct OpPlan {
   std::string name;          // "add.Tensor"
   // Read without a lock on every call; re-resolved when routing changes.
@@ -30,6 +34,9 @@ struct OpPlan {
   std::atomic<uint64_t> generation;
   // Counters: a route that hands a call on (BoxedRoute's plan is const) counts it.
   mutable std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];
+  // The FlagGems launcher's records of the op, once it has any: found
+  // through the plan, not by a hash per call.
+  mutable std::atomic<launcher::OpCache*> launcher_cache{nullptr};
 };
 
 OpPlan& plan_for(const c10::OperatorHandle& op);

@@ -31,6 +31,7 @@
 #include "aten/RouteClock.h"
 #include "aten/Routing.h"
 #include "aten/Storage.h"
+#include "python/LaunchKey.h"
 
 namespace torch_fl {
 namespace {
@@ -281,6 +282,20 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     // A call with more tensors than a scope scans (a foreach call's lists)
     // reserves its scope's room first.
     if (scan.tensors > NativeScope::kScanEntries) scope.reserve(scan.tensors);
+    if constexpr (kReplaysOnFlagos) {
+      if (invoke && backend == FLAGOS_BACKEND_FLAGOS && launcher::enabled()) {
+        c10::SmallVector<at::Tensor, 2> results;
+        if (replay_recorded(plan, results, args...)) {
+          if constexpr (std::is_void_v<Ret>) {
+            return;
+          } else if constexpr (std::is_same_v<Ret, at::Tensor> || std::is_same_v<Ret, at::Tensor&>) {
+            return to_flagos(scope, std::move(results[0]), args...);
+          } else {
+            return to_flagos(scope, as_tuple(results, std::make_index_sequence<std::tuple_size_v<Ret>>{}), args...);
+          }
+        }
+      }
+    }
     AliasedArgs aliased{alias_arg<Args>(scope, args)...};
     if (!invoke) {
       const c10::DispatchKeySet native_keys(native_dispatch_key());
@@ -312,6 +327,39 @@ struct UnboxedRoute<Op, Ret(Args...)> {
         return to_flagos(scope, c10::impl::PopResult<Ret>::call(stack), args...);
       }
     }
+  }
+
+  // Ops whose recorded FlagGems calls replay on the flagos tensors
+  // themselves. A foreach call's key would cover every tensor of its lists:
+  // those take the boxed stack.
+  static constexpr bool kReplaysOnFlagos = !is_foreach<Op>;
+
+  static constexpr size_t returns() {
+    if constexpr (std::is_void_v<Ret>) {
+      return 0;
+    } else if constexpr (std::is_same_v<std::decay_t<Ret>, at::Tensor>) {
+      return 1;
+    } else {
+      return std::tuple_size_v<Ret>;
+    }
+  }
+
+  // A FlagGems call whose signature the launcher has recorded, replayed on
+  // the caller's flagos tensors (kernels take only their pointers): no
+  // aliases, no boxed stack, no write-back.
+  static bool replay_recorded(const OpPlan& plan, c10::SmallVectorImpl<at::Tensor>& results, const Args&... args) {
+    launcher::LaunchKey<const at::Tensor*> key(launcher::key_buffer());
+    if (!(key.arg(args) && ...)) return false;
+    VendorTimer vendor;
+    if (!launcher::replay_recorded(plan, key.key, key.tensors, (is_written<Args> || ...), results)) return false;
+    TORCH_CHECK(results.size() == returns(), "flagos: the launch record of ", plan.name, " returns ", results.size(),
+                " tensors; the op returns ", returns());
+    return true;
+  }
+
+  template <size_t... I>
+  static auto as_tuple(c10::SmallVectorImpl<at::Tensor>& results, std::index_sequence<I...>) {
+    return std::decay_t<Ret>{std::move(results[I])...};
   }
 
   template <size_t... I>

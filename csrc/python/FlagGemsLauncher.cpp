@@ -1,5 +1,6 @@
 // FlagGemsLauncher.cpp - records of FlagGems calls, and their replay.
 #include "python/FlagGemsLauncher.h"
+#include "python/LaunchKey.h"
 
 #include <ATen/Context.h>
 #include <ATen/EmptyTensor.h>
@@ -74,6 +75,7 @@ struct Plan {
   std::vector<Allocation> allocations;
   std::vector<KernelLaunch> launches;
   std::vector<Result> results;
+  bool returns_arguments = true;  // every result is an argument itself
 };
 
 namespace {
@@ -106,6 +108,9 @@ struct Entry {
   int64_t calls = 0;  // on the vendor's kernel
 };
 
+}  // namespace
+
+// Named, not anonymous: OpPlan::launcher_cache points at one.
 struct OpCache {
   const OpPlan* op;
   int random = -1;  // draws random numbers (never recorded): 1, 0, or -1 until known
@@ -113,6 +118,9 @@ struct OpCache {
   std::atomic<uint64_t> replayed{0}, recorded{0}, python{0}, vendor{0}, flushed{0};
   std::string reason;  // the last refusal
 };
+
+namespace {
+
 
 std::mutex mutex;
 // Plans live as long as the process; so do their caches.
@@ -156,128 +164,17 @@ void drop_signatures(OpCache& cache) {
   cache.flushed.fetch_add(1, std::memory_order_relaxed);
 }
 
+// The mutex held. The plan keeps its cache: no hash of the plan per call.
 OpCache& cache_of(const OpPlan& plan) {
+  if (OpCache* known = plan.launcher_cache.load(std::memory_order_relaxed)) return *known;
   auto& slot = (*caches)[&plan];
   if (!slot) {
     slot = std::make_unique<OpCache>();
     slot->op = &plan;
   }
+  plan.launcher_cache.store(slot.get(), std::memory_order_relaxed);
   return *slot;
 }
-
-// Kinds of key entries: the argument kind, then its content.
-enum Tag : int64_t { kUndefined = 1, kTensor, kList, kNone, kInt, kDouble, kBool, kString, kDevice, kComplex };
-
-struct KeyBuilder {
-  // This thread's key buffer, cleared per call: it keeps its capacity, so
-  // a replayed call allocates no key (a record copies it out).
-  std::vector<int64_t>& key;
-  std::vector<at::Tensor> tensors;  // every tensor argument, in the order keyed
-  c10::SmallVector<const void*, 8> pointers, storages;
-
-  bool tensor(const at::Tensor& t) {
-    tensors.push_back(t);
-    if (!t.defined()) {
-      key.push_back(kUndefined);
-      return true;
-    }
-    if (t.layout() != c10::kStrided) return false;
-    const void* p = t.const_data_ptr();
-    key.push_back(kTensor);
-    key.push_back(static_cast<int64_t>(t.scalar_type()) * 4 + t.is_conj() * 2 + t.is_neg());
-    key.push_back(t.dim());
-    key.insert(key.end(), t.sizes().begin(), t.sizes().end());
-    key.insert(key.end(), t.strides().begin(), t.strides().end());
-    // Triton specializes pointers on 16-byte alignment. The whole residue,
-    // not just "aligned or not": a kernel may get this pointer plus an
-    // offset, whose alignment then depends on it.
-    key.push_back(static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) % 16));
-    // Tensors over one storage: the first earlier one, and how far apart
-    // they start, so a record's pointer attributions hold at every replay.
-    const void* storage = t.has_storage() ? t.storage().data() : nullptr;
-    int64_t shares = -1, delta = 0;
-    for (size_t i = 0; i < storages.size(); ++i) {
-      if (storage != nullptr && storages[i] == storage) {
-        shares = static_cast<int64_t>(i);
-        delta = static_cast<const char*>(p) - static_cast<const char*>(pointers[i]);
-        break;
-      }
-    }
-    key.push_back(shares);
-    key.push_back(delta);
-    pointers.push_back(p);
-    storages.push_back(storage);
-    // A one-element CPU tensor beside device tensors is a scalar that the
-    // function may read into a kernel parameter: its value is signature.
-    if (t.device().type() == c10::DeviceType::CPU && native_device_type() != c10::DeviceType::CPU && t.numel() == 1) {
-      int64_t bits = 0;
-      std::memcpy(&bits, p, std::min<size_t>(sizeof bits, t.element_size()));
-      key.push_back(bits);
-    }
-    return true;
-  }
-
-  bool value(const c10::IValue& v) {
-    if (v.isTensor()) return tensor(v.toTensor());
-    if (v.isNone()) return key.push_back(kNone), true;
-    if (v.isInt()) return key.push_back(kInt), key.push_back(v.toInt()), true;
-    if (v.isBool()) return key.push_back(kBool), key.push_back(v.toBool()), true;
-    if (v.isDouble()) {
-      double d = v.toDouble();
-      int64_t bits;
-      std::memcpy(&bits, &d, sizeof bits);
-      return key.push_back(kDouble), key.push_back(bits), true;
-    }
-    if (v.isComplexDouble()) {
-      auto c = v.toComplexDouble();
-      double parts[2] = {c.real(), c.imag()};
-      int64_t bits[2];
-      std::memcpy(bits, parts, sizeof bits);
-      return key.push_back(kComplex), key.push_back(bits[0]), key.push_back(bits[1]), true;
-    }
-    if (v.isString()) {
-      const std::string& s = v.toStringRef();
-      key.push_back(kString);
-      key.push_back(static_cast<int64_t>(s.size()));
-      for (size_t i = 0; i < s.size(); i += 8) {
-        int64_t chunk = 0;
-        std::memcpy(&chunk, s.data() + i, std::min<size_t>(8, s.size() - i));
-        key.push_back(chunk);
-      }
-      return true;
-    }
-    if (v.isDevice()) {
-      return key.push_back(kDevice), key.push_back(static_cast<int64_t>(v.toDevice().type())),
-             key.push_back(v.toDevice().index()), true;
-    }
-    if (v.isTensorList()) {
-      key.push_back(kList);
-      key.push_back(static_cast<int64_t>(v.toTensorList().size()));
-      for (const at::Tensor& t : v.toTensorList()) {
-        if (!tensor(t)) return false;
-      }
-      return true;
-    }
-    if (v.isOptionalTensorList()) {
-      key.push_back(kList);
-      key.push_back(static_cast<int64_t>(v.toOptionalTensorList().size()));
-      for (const std::optional<at::Tensor>& t : v.toOptionalTensorList()) {
-        if (!tensor(t.has_value() ? *t : at::Tensor())) return false;
-      }
-      return true;
-    }
-    if (v.isIntList() || v.isDoubleList() || v.isBoolList() || v.isList()) {
-      auto list = v.toListRef();
-      key.push_back(kList);
-      key.push_back(static_cast<int64_t>(list.size()));
-      for (const c10::IValue& item : list) {
-        if (!value(item)) return false;
-      }
-      return true;
-    }
-    return false;  // generators, objects: not a signature
-  }
-};
 
 c10::DeviceIndex current_native_device() {
   return native_guard()->getDevice().index();
@@ -344,6 +241,7 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
       result.sizes = ints(item[3]);
       result.strides = ints(item[4]);
     }
+    plan->returns_arguments &= result.source == Source::Input && result.same;
     plan->results.push_back(std::move(result));
   }
   auto check = [&](Source source, uint32_t index, const char* what) {
@@ -378,6 +276,17 @@ void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
 }  // namespace
 
 bool enabled() { return on.load(std::memory_order_relaxed); }
+
+std::vector<int64_t>& key_buffer() {
+  thread_local std::vector<int64_t> buffer;
+  return buffer;
+}
+
+void start_key(std::vector<int64_t>& key) {
+  key.push_back(current_native_device());
+  key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) * 2 +
+                at::globalContext().deterministicAlgorithms());
+}
 void set_enabled(bool value) { on.store(value); }
 int64_t vendor_calls() { return vendor_call_count.load(std::memory_order_relaxed); }
 void set_vendor_calls(int64_t calls) {
@@ -393,17 +302,8 @@ void count_python_call(const OpPlan& plan) {
 Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::jit::Stack& stack) {
   Lookup out;
   if (!enabled() || plan.backend.load(std::memory_order_relaxed) != FLAGOS_BACKEND_FLAGOS) return out;
-  thread_local std::vector<int64_t> key_buffer;
-  key_buffer.clear();
-  KeyBuilder key{key_buffer};
+  LaunchKey<at::Tensor> key(key_buffer());
   const size_t n = op.schema().arguments().size();
-  // Room for a tensor per argument: the list grows once, not at each doubling.
-  key.tensors.reserve(n);
-  key.key.push_back(current_native_device());
-  // Global settings a FlagGems function may read: the default dtype
-  // (factories without one), deterministic algorithms (index_put, scatter).
-  key.key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) * 2 +
-                    at::globalContext().deterministicAlgorithms());
   for (size_t i = stack.size() - n; i < stack.size(); ++i) {
     if (!key.value(stack[i])) return out;
   }
@@ -438,7 +338,8 @@ Lookup lookup(const c10::OperatorHandle& op, const OpPlan& plan, const torch::ji
     out.record = entry.state != State::Python;
   }
   if (out.record) out.key = key.key;
-  if (out.plan || out.record) out.tensors = std::move(key.tensors);
+  if (out.plan || out.record) out.tensors.assign(std::make_move_iterator(key.tensors.begin()),
+                                                std::make_move_iterator(key.tensors.end()));
   return out;
 }
 
@@ -473,8 +374,16 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
   cache.reason = std::move(why);
 }
 
-void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::OperatorHandle& op,
-            torch::jit::Stack* stack) {
+namespace {
+
+const at::Tensor& input_at(const std::vector<at::Tensor>& inputs, size_t i) { return inputs[i]; }
+const at::Tensor& input_at(c10::ArrayRef<const at::Tensor*> inputs, size_t i) { return *inputs[i]; }
+
+// Launches a record's kernels on `inputs` and appends the op's results. An
+// allocation is released on return, so that a result over it is the only
+// holder of its storage (what mapping results to flagos looks for).
+template <class Inputs>
+void run_plan(const Plan& plan, const Inputs& inputs, c10::SmallVectorImpl<at::Tensor>& results) {
   const c10::DeviceType type = native_device_type();
   const c10::Device device = native_device(current_native_device());
   for (const Copy& c : plan.copies) TORCH_CHECK(c.input < inputs.size(), "flagos: a launch record copies argument ", c.input, " of ", inputs.size());
@@ -482,7 +391,7 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
   auto copy_up_to = [&](size_t launches_done) {
     while (copies.size() < plan.copies.size() && plan.copies[copies.size()].before_launch <= launches_done) {
       const Copy& c = plan.copies[copies.size()];
-      const at::Tensor& in = inputs[c.input];
+      const at::Tensor& in = input_at(inputs, c.input);
       at::Tensor view = at::as_strided(in, c.sizes, c.view_strides, in.storage_offset() + c.offset / in.element_size());
       copies.push_back(at::empty_strided(c.sizes, c.strides, in.options()).copy_(view));
       if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
@@ -501,7 +410,7 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
                                                             c10::DispatchKeySet(native_dispatch_key()), a.dtype));
   }
   auto base = [&](Source s, uint32_t i) -> const at::Tensor& {
-    return s == Source::Input ? inputs[i] : s == Source::Allocation ? allocations[i] : copies[i];
+    return s == Source::Input ? input_at(inputs, i) : s == Source::Allocation ? allocations[i] : copies[i];
   };
   void* stream = nullptr;  // the host vendor has none (and no kernels)
   if (type == c10::DeviceType::CUDA && !keeping.load(std::memory_order_relaxed)) {
@@ -524,11 +433,10 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
     TORCH_CHECK(r.source != Source::Input || r.index < inputs.size(), "flagos: a launch record returns argument ",
                 r.index, " of ", inputs.size());
   }
-  torch::jit::drop(*stack, op.schema().arguments().size());
   for (const Result& r : plan.results) {
     const at::Tensor& b = base(r.source, r.index);
     if (r.same) {
-      stack->push_back(b);
+      results.push_back(b);
       continue;
     }
     // An output that is a whole allocation is returned as it is, not as a
@@ -537,12 +445,38 @@ void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::
     if (r.source == Source::Allocation && !handed_out[r.index] && r.offset == 0 && b.sizes().equals(r.sizes) &&
         b.strides().equals(r.strides)) {
       handed_out[r.index] = true;
-      stack->push_back(b);
+      results.push_back(b);
       continue;
     }
     const int64_t itemsize = static_cast<int64_t>(b.element_size());
-    stack->push_back(at::as_strided(b, r.sizes, r.strides, b.storage_offset() + r.offset / itemsize));
+    results.push_back(at::as_strided(b, r.sizes, r.strides, b.storage_offset() + r.offset / itemsize));
   }
+}
+
+}  // namespace
+
+void replay(const Plan& plan, const std::vector<at::Tensor>& inputs, const c10::OperatorHandle& op,
+            torch::jit::Stack* stack) {
+  c10::SmallVector<at::Tensor, 4> results;
+  run_plan(plan, inputs, results);
+  torch::jit::drop(*stack, op.schema().arguments().size());
+  for (at::Tensor& r : results) stack->push_back(std::move(r));
+}
+
+bool replay_recorded(const OpPlan& op, const std::vector<int64_t>& key, c10::ArrayRef<const at::Tensor*> inputs,
+                     bool writes, c10::SmallVectorImpl<at::Tensor>& results) {
+  std::shared_ptr<const Plan> plan;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    OpCache& cache = cache_of(op);
+    auto it = cache.entries.find(key);
+    if (it == cache.entries.end() || it->second.state != State::Replay) return false;
+    if (writes && !it->second.plan->returns_arguments) return false;
+    plan = it->second.plan;
+    cache.replayed.fetch_add(1, std::memory_order_relaxed);
+  }
+  run_plan(*plan, inputs, results);
+  return true;
 }
 
 void forget(const std::string& op_name) {
