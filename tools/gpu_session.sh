@@ -46,17 +46,21 @@ run_step() {
     qwen3) timeout ${QWEN_BENCH_TIMEOUT:-480} .venv/bin/python benchmarks/qwen3.py --out "$OUT/qwen3.json" --budget-s ${QWEN_BUDGET:-380} --modes ${QWEN_MODES:-native,default,flaggems} ${QWEN_ARGS:-} 2>&1 | tee "$OUT/qwen3-bench.log" | grep -v "^\[flagos launcher\]" | tail -40
            grep "^\[flagos launcher\]" "$OUT/qwen3-bench.log" | sed -E 's/0x[0-9a-f]+(\+[0-9]+)?/ADDR/g' | sort | uniq -c | sort -rn | head -40 ;;
     # -v names every test as it runs, so a crash still shows which test it
-    # was; the run then resumes after that test (at most 3 times).
+    # was. A crash or the time limit ends an attempt; the next one runs only
+    # the tests no attempt has reported yet, the one that was running left
+    # out (at most 3 more attempts).
     pytest-cuda) : > "$OUT/pytest-cuda.log"; deselect=()
           for attempt in 1 2 3 4; do
-            FLAGOS_DISABLE_FLAGGEMS_PY=1 timeout ${PYTEST_LIMIT:-240} .venv/bin/python -m pytest tests -v -rfE --tb=short -p no:cacheprovider \
+            FLAGOS_DISABLE_FLAGGEMS_PY=1 timeout ${PYTEST_LIMIT:-420} .venv/bin/python -m pytest tests -v -rfE --tb=short -p no:cacheprovider \
               --ignore=tests/test_ops.py --ignore=tests/integration -m "not flaggems and not flaggems_python" "${deselect[@]}" \
               > "$OUT/pytest-cuda.$attempt.log" 2>&1; rc=$?
             cat "$OUT/pytest-cuda.$attempt.log" >> "$OUT/pytest-cuda.log"; rm "$OUT/pytest-cuda.$attempt.log"
             [ $rc -lt 128 ] && [ $rc -ne 124 ] && break
             last=$(grep -oE "^tests/[^ ]+::[^ ]+" "$OUT/pytest-cuda.log" | tail -1)
             echo "CRASH rc=$rc in or after: $last" | tee -a "$OUT/pytest-cuda.log"
-            [ -n "$last" ] && deselect+=(--deselect "$last") || break
+            [ -n "$last" ] || break
+            deselect=()
+            while read -r id; do deselect+=(--deselect "$id"); done < <(grep -oE "^tests/[^ ]+::[^ ]+" "$OUT/pytest-cuda.log" | sort -u)
           done
           grep -E "^(FAILED|ERROR|CRASH)|passed|failed" "$OUT/pytest-cuda.log" | tail -40 ;;
     # pytest-timeout (on the GPU machine) fails one stuck test with its stack.
