@@ -580,3 +580,94 @@ def test_benchmark_launches_are_not_noted_and_refuse_the_record():
     finally:
         _launch_capture._local.recording = None
     assert recording.launches == [] and recording.refused.startswith("it autotuned a kernel"), recording.refused
+
+
+# Stand-ins for ops whose unboxed kernels take each kind of argument (an
+# optional int list, a tensor list, a tuple result): a record made on the
+# boxed route must replay on the unboxed one, which keys the call from its
+# C++ arguments. Each launches one kernel reading its first tensor.
+_KEY_KINDS = r'''
+import struct
+from torch.utils._python_dispatch import _disable_current_modes
+from torch_fl import _launch_capture, _C
+KERNEL = 0x4B1D
+
+def launch_then(ref, *tensors):
+    outs = [torch.empty(r.shape, dtype=r.dtype) for r in ref]
+    _launch_capture.note_launch((1, 1, 1), KERNEL, 4, 1, 0, ("*fp32",) * (len(tensors) + len(outs)),
+                                (*tensors, *outs))
+    with _disable_current_modes():
+        for o, r in zip(outs, ref):
+            o.copy_(r)
+    return outs
+
+def mean_dim(x, dim, keepdim=False, *, dtype=None):
+    with _disable_current_modes():
+        ref = torch.mean(x, dim, keepdim=keepdim, dtype=dtype)
+    return launch_then([ref], x)[0]
+
+def sum_dim(x, dim, keepdim=False, *, dtype=None):
+    with _disable_current_modes():
+        ref = torch.sum(x, dim, keepdim=keepdim, dtype=dtype)
+    return launch_then([ref], x)[0]
+
+def cat(tensors, dim=0):
+    with _disable_current_modes():
+        ref = torch.cat(tensors, dim)
+    return launch_then([ref], *tensors)[0]
+
+def nll_loss_forward(x, target, weight, reduction, ignore_index):
+    with _disable_current_modes():
+        ref = torch.ops.aten.nll_loss_forward(x, target, weight, reduction, ignore_index)
+    return tuple(launch_then(list(ref), x, target))
+
+flaggems.install_functions({"mean.dim": mean_dim, "sum.dim_IntList": sum_dim, "cat": cat,
+                            "nll_loss_forward": nll_loss_forward})
+dev = "flagos"
+x, y = torch.randn(3, 5, device=dev), torch.randn(3, 5, device=dev)
+target = torch.tensor([1, 0, 4], device=dev)
+CALLS = {
+    "mean.dim": lambda: torch.mean(x, (0, 1), keepdim=True),
+    "sum.dim_IntList": lambda: torch.sum(y, 1),
+    "cat": lambda: torch.cat([x, y], 1),
+    "nll_loss_forward": lambda: torch.ops.aten.nll_loss_forward(torch.log_softmax(x, 1), target, None, 1, -100),
+}
+for op, call in CALLS.items():
+    @check
+    def replays_without_aliases(op=op, call=call):
+        got = call()  # the record, on the boxed route's stack
+        with _disable_current_modes():
+            expected = {"mean.dim": lambda: torch.mean(x.cpu(), (0, 1), keepdim=True),
+                        "sum.dim_IntList": lambda: torch.sum(y.cpu(), 1),
+                        "cat": lambda: torch.cat([x.cpu(), y.cpu()], 1),
+                        "nll_loss_forward": lambda: torch.ops.aten.nll_loss_forward(
+                            torch.log_softmax(x.cpu(), 1), target.cpu(), None, 1, -100)}[op]()
+        for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+            assert g.device.type == "flagos" and torch.allclose(g.cpu(), e), (op, g, e)
+        routing.take_route_clock()
+        _C._launcher_keep_launches(True)
+        try:
+            replayed = call()
+            kept = _C._launcher_kept_launches()
+        finally:
+            _C._launcher_keep_launches(False)
+        clock = routing.take_route_clock()
+        assert len(kept) == 1 and kept[0][0] == KERNEL, (op, kept)
+        results = replayed if isinstance(replayed, tuple) else (replayed,)
+        assert all(r.device.type == "flagos" and r.shape == g.shape
+                   for r, g in zip(results, got if isinstance(got, tuple) else (got,))), (op, results)
+        # The log_softmax before nll_loss_forward aliases its argument (no
+        # stand-in serves it); the replayed op itself aliases nothing.
+        assert clock["aliases"] == (1 if op == "nll_loss_forward" else 0), (op, clock)
+    replays_without_aliases.__name__ = op
+    RESULTS[op] = RESULTS.pop("replays_without_aliases")
+print("RESULTS " + __import__("json").dumps(RESULTS))
+'''
+
+
+@on_host
+def test_unboxed_replays_key_every_argument_kind_as_the_boxed_route():
+    results = _results(run_python(_HARNESS + _KEY_KINDS, env_extra={"FLAGOS_ROUTE_CLOCK": "1"}))
+    assert sorted(results) == ["cat", "mean.dim", "nll_loss_forward", "sum.dim_IntList"], results
+    failed = {op: r for op, r in results.items() if r != "ok"}
+    assert not failed, failed
