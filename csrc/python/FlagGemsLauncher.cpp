@@ -1,6 +1,5 @@
 // FlagGemsLauncher.cpp - records of FlagGems calls, and their replay.
 #include "python/FlagGemsLauncher.h"
-#include "python/LaunchKey.h"
 
 #include <ATen/Context.h>
 #include <ATen/EmptyTensor.h>
@@ -120,7 +119,6 @@ struct OpCache {
 };
 
 namespace {
-
 
 std::mutex mutex;
 // Plans live as long as the process; so do their caches.
@@ -276,6 +274,12 @@ void launch(const KernelLaunch& k, const uint64_t* bytes, void* stream) {
 }  // namespace
 
 bool enabled() { return on.load(std::memory_order_relaxed); }
+void set_enabled(bool value) { on.store(value); }
+int64_t vendor_calls() { return vendor_call_count.load(std::memory_order_relaxed); }
+void set_vendor_calls(int64_t calls) {
+  TORCH_CHECK(calls >= 0, "flagos: the vendor's kernel cannot serve ", calls, " calls of a signature");
+  vendor_call_count.store(calls);
+}
 
 std::vector<int64_t>& key_buffer() {
   thread_local std::vector<int64_t> buffer;
@@ -286,12 +290,6 @@ void start_key(std::vector<int64_t>& key) {
   key.push_back(current_native_device());
   key.push_back(static_cast<int64_t>(c10::typeMetaToScalarType(c10::get_default_dtype())) * 2 +
                 at::globalContext().deterministicAlgorithms());
-}
-void set_enabled(bool value) { on.store(value); }
-int64_t vendor_calls() { return vendor_call_count.load(std::memory_order_relaxed); }
-void set_vendor_calls(int64_t calls) {
-  TORCH_CHECK(calls >= 0, "flagos: the vendor's kernel cannot serve ", calls, " calls of a signature");
-  vendor_call_count.store(calls);
 }
 
 void count_python_call(const OpPlan& plan) {

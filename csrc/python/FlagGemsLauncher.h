@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "aten/Routing.h"
+#include "python/LaunchKey.h"
 
 namespace torch_fl {
 namespace launcher {
@@ -36,8 +37,7 @@ struct Lookup {
   std::vector<at::Tensor> tensors;
 };
 
-bool enabled();
-void set_enabled(bool on);
+void set_enabled(bool on);  // enabled(): LaunchKey.h
 
 // How many calls of a new signature the vendor's kernel serves before the
 // next is recorded: a signature used less never pays for FlagGems' Python.
