@@ -106,13 +106,18 @@ def run_python(code: str, env_extra=None, timeout=120):
 QUICK_TOOL_ENV = {"FLAGOS_DISABLE_FLAGGEMS_PY": "1", "FLAGOS_HOST_PROTECT": "0"}
 
 
-def run_script(script: str, *args: str, timeout=300) -> str:
-    """A repository script (path relative to the root) run with QUICK_TOOL_ENV;
-    its standard output. Fails the test, with the end of its output, if the
-    script fails."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **QUICK_TOOL_ENV)
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
+def _run_repo_script(script: str, args, env_extra, timeout):
+    """A repository script (path relative to the root) in a fresh interpreter
+    that can import torch_fl from the source tree; the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
+    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+
+
+def run_script(script: str, *args: str, timeout=300) -> str:
+    """A repository script run with QUICK_TOOL_ENV; its standard output.
+    Fails the test, with the end of its output, if the script fails."""
+    proc = _run_repo_script(script, args, QUICK_TOOL_ENV, timeout)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -120,9 +125,7 @@ def run_script(script: str, *args: str, timeout=300) -> str:
 def refused_usage(script: str, *args: str, timeout=300) -> str:
     """The standard error of a repository script given arguments it must
     refuse; fails the test unless it exits with argparse's usage status, 2."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
+    proc = _run_repo_script(script, args, {}, timeout)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stderr
 
