@@ -14,8 +14,8 @@ between the two forwards is what routing costs. Per round and device: the
 host's time until the forward returned ("queued": the host bounds a
 training step at 2 x 1024 tokens) and the time until the device finished.
 The paired difference in queued time, divided by the routed calls of one
-forward (routing.stats()), is routing's host cost per call. Both devices' losses are checked
-against each other first. Defaults: the 0.6B architecture at 2 x 1024
+forward (routing.stats()), is routing's host cost per call. Both devices'
+losses are checked against each other first. Defaults: the 0.6B architecture at 2 x 1024
 tokens with bf16 autocast on a GPU; the small config at 2 x 64 tokens in
 float32 on the host vendor.
 """

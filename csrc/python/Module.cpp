@@ -114,31 +114,25 @@ PYBIND11_MODULE(_C, m) {
   m.def("_vendor", [] { return std::string(live_vendor_name()); });
   m.def("_native_backend", [] { return std::string(flagos_backend_name(native_backend())); });
   m.def("_device_count", [] { return static_cast<int>(device_count()); });
-  m.def("_get_device", [] {
-    return static_cast<int>(current_flagos_device());
-  });
+  m.def("_get_device", [] { return static_cast<int>(current_flagos_device()); });
   m.def("_set_device", [](int device) {
     check_device_index(static_cast<c10::DeviceIndex>(device));
-    flagos_guard()
-        ->setDevice(flagos_device(static_cast<c10::DeviceIndex>(device)));
+    flagos_guard()->setDevice(flagos_device(static_cast<c10::DeviceIndex>(device)));
   });
   m.def("_synchronize", [](int device) {
     check_device_index(static_cast<c10::DeviceIndex>(device));
     py::gil_scoped_release no_gil;
-    flagos_guard()
-        ->synchronizeDevice(static_cast<c10::DeviceIndex>(device));
+    flagos_guard()->synchronizeDevice(static_cast<c10::DeviceIndex>(device));
   });
   m.def("_get_device_properties", &device_properties);
   // Streams as (stream_id, device_index, device_type) triples, the form
   // torch.Stream takes.
   m.def("_current_stream", [](int device) {
-    auto s = flagos_guard()
-                 ->getStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
+    auto s = flagos_guard()->getStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
     return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device_type()));
   });
   m.def("_default_stream", [](int device) {
-    auto s = flagos_guard()
-                 ->getDefaultStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
+    auto s = flagos_guard()->getDefaultStream(flagos_device(static_cast<c10::DeviceIndex>(device)));
     return py::make_tuple(s.id(), static_cast<int>(s.device_index()), static_cast<int>(s.device_type()));
   });
   m.def("_set_stream", [](int64_t stream_id, int device) {
