@@ -170,6 +170,8 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
     rounds = {label: [] for label, _, _ in targets}
     per_process = {label: [] for label, _, _ in targets}
     calls_per_route = {label: {} for label, _, _ in targets}
+    launcher_calls = {label: {} for label, _, _ in targets}
+    steps_counted = {label: 0 for label, _, _ in targets}
     block = max(1, -(-args.train_steps // args.train_rounds))
     # With --train-processes N, each target trains in N worker processes
     # one after the other, the rounds shared out among them: a process's own
@@ -208,12 +210,14 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                 if warmup is None:
                     warmup = calls_past_records() if mode not in (None, "native") else 3
                 warmup_max_ms = max(workers[label].timed_steps(warmup)) * 1e3
+                workers[label].reset_counts()  # the counts below are the rounds'
                 if p == 0:
                     results[label].update(train_first_ms=first_ms, train_warmup_max_ms=warmup_max_ms)
             mine = {label: [] for label, _, _ in targets}
             while r < last_round and not out_of_time():
                 for label, _, _ in targets[r % len(targets):] + targets[:r % len(targets)]:
                     timed = workers[label].timed_steps(block + 1)[1:]
+                    steps_counted[label] += block + 1
                     seconds[label] += timed
                     mine[label] += timed
                     queued[label] += workers[label].queue_seconds[1:]
@@ -225,9 +229,16 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                 total = calls_per_route[label]
                 for backend, calls in _calls_per_backend(workers[label].routes).items():
                     total[backend] = total.get(backend, 0) + calls
+                for op, counts in workers[label].launcher.items():
+                    mine = launcher_calls[label].setdefault(op, {})
+                    for kind, calls in counts.items():
+                        mine[kind] = mine.get(kind, 0) + calls
     for label, device, _ in targets:
-        if device == "flagos":  # the calls per route of its training steps
-            results[label]["train_op_calls_per_route"] = calls_per_route[label]
+        if device == "flagos" and steps_counted[label]:  # per step of the rounds (warm-up left out)
+            results[label]["train_op_calls_per_route"] = {
+                backend: calls / steps_counted[label] for backend, calls in calls_per_route[label].items()}
+            results[label]["train_launcher_per_step"] = launcher_per_step(launcher_calls[label],
+                                                                          steps_counted[label])
         if processes > 1:
             results[label]["train_process_step_ms"] = per_process[label]
     for label, _, _ in targets:
@@ -274,6 +285,16 @@ def _calls_per_backend(stats: dict) -> dict:
         for backend, n in per_backend.items():
             counts[backend] = counts.get(backend, 0) + n
     return counts
+
+
+def launcher_per_step(per_op: dict, steps: int) -> dict:
+    """A training worker's FlagGems launcher counts (qwen3.TrainingWorker
+    .launcher) per step: calls replayed, run in FlagGems' Python, served by
+    the vendor, and the ops that ran Python. A warm step replays every
+    FlagGems call; Python there costs tens of microseconds a call."""
+    totals = {kind: sum(c.get(kind, 0) for c in per_op.values()) / steps for kind in ("replayed", "python", "vendor")}
+    python = sorted(((op, c["python"] / steps) for op, c in per_op.items() if c.get("python")), key=lambda x: -x[1])
+    return dict(totals, most_python=python[:12])
 
 
 def launcher_totals() -> dict:
@@ -453,6 +474,15 @@ def main() -> None:
             print(f"{label}: training skipped: {r['train_skipped']}")
         if "skipped" in r.get("train_large_batch", {}):
             print(f"{label}: training at {large} rows skipped: {r['train_large_batch']['skipped']}")
+    for label, r in results.items():
+        per_step = r.get("train_launcher_per_step")
+        if per_step:
+            calls = r["train_op_calls_per_route"]
+            print(f"{label}: a training step's routed calls: "
+                  + ", ".join(f"{n:.0f} {backend}" for backend, n in sorted(calls.items()))
+                  + f"; FlagGems launcher: {per_step['replayed']:.0f} replayed, {per_step['python']:.1f} in Python, "
+                  f"{per_step['vendor']:.1f} on the vendor's kernel"
+                  + "".join(f"\n    in Python: {op} {n:.1f} a step" for op, n in per_step["most_python"]))
     for label, r in results.items():
         if "launcher" in r:
             lt = r["launcher"]

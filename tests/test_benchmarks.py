@@ -134,16 +134,39 @@ def test_qwen3_benchmark_shares_training_rounds_among_worker_processes(monkeypat
         assert r["train_steps_timed"] == 3 and len(r["train_step_round_ms"]) == 3, label
         assert len(r["train_process_step_ms"]) == 2 and all(_positive(x) for x in r["train_process_step_ms"])
         assert _positive(r["train_first_ms"]) and _positive(r["train_warmup_max_ms"])
-    # The same steps in one worker each: a first step, a warm-up step, and
-    # per round an untimed and a timed step; the first step of a fresh
-    # model routes other ops (the optimizer's state), so the two workers'
-    # calls are those of a one-round and a two-round worker together.
+    # Calls are counted per step of the rounds, the first step and the
+    # warm-up left out (a fresh model's first step routes other ops: the
+    # optimizer's state): a warm step routes the same calls in any worker.
     flagos_only = targets[:1]
     one = _measure_training(monkeypatch, flagos_only, train_steps=1, train_rounds=1)["flagos native"]
     two = _measure_training(monkeypatch, flagos_only, train_steps=2, train_rounds=2)["flagos native"]
     assert "train_process_step_ms" not in one
-    assert (results["flagos native"]["train_op_calls_per_route"]["cpu"]
-            == one["train_op_calls_per_route"]["cpu"] + two["train_op_calls_per_route"]["cpu"])
+    per_step = results["flagos native"]["train_op_calls_per_route"]["cpu"]
+    assert per_step > 0
+    assert one["train_op_calls_per_route"]["cpu"] == per_step == two["train_op_calls_per_route"]["cpu"]
+    assert results["flagos native"]["train_launcher_per_step"]["python"] == 0
+
+
+def test_qwen3_benchmark_launcher_counts_per_training_step():
+    """The FlagGems launcher's calls of a worker's rounds, per step, with the
+    ops that ran FlagGems' Python, most first."""
+    bench = _qwen3_benchmark()
+    per_op = {"mul.Tensor": {"replayed": 40, "python": 0, "vendor": 0},
+              "cat": {"replayed": 0, "python": 6, "vendor": 2},
+              "sum": {"replayed": 4, "python": 12, "vendor": 0}}
+    got = bench.launcher_per_step(per_op, steps=2)
+    assert got["replayed"] == 22 and got["python"] == 9 and got["vendor"] == 1
+    assert got["most_python"] == [("sum", 6), ("cat", 3)]
+
+
+def test_training_worker_counts_launcher_calls_since_a_block_began():
+    from torch_fl.models import qwen3
+
+    before = {"mul.Tensor": {"replayed": 5, "python": 1, "vendor": 0}}
+    after = {"mul.Tensor": {"replayed": 9, "python": 1, "vendor": 0}, "cat": {"replayed": 0, "python": 2, "vendor": 0},
+             "neg": {"replayed": 0, "python": 0, "vendor": 0}}
+    assert qwen3._counts_since(before, after) == {"mul.Tensor": {"replayed": 4, "python": 0, "vendor": 0},
+                                                   "cat": {"replayed": 0, "python": 2, "vendor": 0}}
 
 
 def test_qwen3_benchmark_spread_of_paired_ratios():

@@ -481,6 +481,9 @@ class TrainingWorker:
         self.what = f"Qwen3 training worker on {device}" + (f" ({routing} routing)" if routing else "")
         # Calls per op and backend over the worker's steps (flagos only).
         self.routes: Dict[str, Dict[str, int]] = {}
+        # Per op, the FlagGems launcher's calls over the worker's steps:
+        # "replayed", "python" (FlagGems' Python ran), "vendor" (flagos only).
+        self.launcher: Dict[str, Dict[str, int]] = {}
         self._proc = _clean_process.start(__file__, ["--serve", spec_path])
         self._timeout = timeout
         self._ready = False
@@ -504,11 +507,16 @@ class TrainingWorker:
         self._proc.stdin.flush()
         reply = json.loads(self._reply())
         self.queue_seconds = reply["queue_seconds"]
-        for op, per_backend in reply["routes"].items():
-            mine = self.routes.setdefault(op, {})
-            for backend, calls in per_backend.items():
-                mine[backend] = mine.get(backend, 0) + calls
+        for totals, block in ((self.routes, reply["routes"]), (self.launcher, reply.get("launcher", {}))):
+            for op, counts in block.items():
+                mine = totals.setdefault(op, {})
+                for kind, calls in counts.items():
+                    mine[kind] = mine.get(kind, 0) + calls
         return reply["seconds"]
+
+    def reset_counts(self) -> None:
+        """Starts ``routes`` and ``launcher`` over (say, after a warm-up)."""
+        self.routes, self.launcher = {}, {}
 
     def _reply(self) -> str:
         from torch_fl import _clean_process
@@ -576,14 +584,36 @@ def _serve(spec_path: str) -> None:
             n = int(line)
             if on_flagos:
                 routing.reset_stats()
+                before = _launcher_counts()
             seconds = trainer.timed_steps(batches, n, start=done)
             print(json.dumps({"seconds": seconds, "queue_seconds": trainer.queue_seconds,
-                              "routes": routing.stats() if on_flagos else {}}), flush=True)
+                              "routes": routing.stats() if on_flagos else {},
+                              "launcher": _counts_since(before, _launcher_counts()) if on_flagos else {}}),
+                  flush=True)
             done += n
             # The gradients go too (the next step starts by dropping them):
             # four idle workers holding theirs filled an 80 GB GPU.
             trainer.opt.zero_grad(set_to_none=True)
             _empty_cache(spec["device"])
+
+
+def _launcher_counts() -> Dict[str, Dict[str, int]]:
+    """Per op, the FlagGems launcher's calls so far: replayed, run in
+    FlagGems' Python (recorded ones included) and served by the vendor."""
+    from torch_fl import flaggems
+
+    return {op: {"replayed": s["replayed"], "python": s["python"] + s["recorded"], "vendor": s["vendor"]}
+            for op, s in flaggems.launcher_stats().items()}
+
+
+def _counts_since(before: Dict[str, Dict[str, int]], after: Dict[str, Dict[str, int]]) -> Dict[str, Dict[str, int]]:
+    """The ops whose counts grew, by how much."""
+    grown = {}
+    for op, counts in after.items():
+        delta = {k: n - before.get(op, {}).get(k, 0) for k, n in counts.items()}
+        if any(delta.values()):
+            grown[op] = delta
+    return grown
 
 
 def _on_flagos(device: str) -> bool:
