@@ -230,9 +230,9 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                 for backend, calls in _calls_per_backend(workers[label].routes).items():
                     total[backend] = total.get(backend, 0) + calls
                 for op, counts in workers[label].launcher.items():
-                    mine = launcher_calls[label].setdefault(op, {})
+                    op_total = launcher_calls[label].setdefault(op, {})
                     for kind, calls in counts.items():
-                        mine[kind] = mine.get(kind, 0) + calls
+                        op_total[kind] = op_total.get(kind, 0) + calls
     for label, device, _ in targets:
         if device == "flagos" and steps_counted[label]:  # per step of the rounds (warm-up left out)
             results[label]["train_op_calls_per_route"] = {
