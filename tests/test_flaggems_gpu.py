@@ -111,7 +111,20 @@ REPLAYED = {
     "sum.dim_IntList transposed": ("sum.dim_IntList", lambda a, b: a.t().sum(0)),
     # ... and copies of a permuted view (FlagGems' dim_compress): the replay copies the same view.
     "sum.dim_IntList over two dims": ("sum.dim_IntList", lambda a, b: a.view(8, 8, 128).sum((0, 2))),
+    # Kernels that accumulate (atomic adds) into memory the function zeroed:
+    # the replay zeroes it again. Both run once a training step (the loss,
+    # the embedding's gradient), in float32 under bf16 autocast.
+    "nll_loss_forward": ("nll_loss_forward",
+                         lambda a, b: torch.nn.functional.nll_loss(a.float().log_softmax(-1), _targets(a, 128))),
+    "embedding_dense_backward": ("embedding_dense_backward",
+                                 lambda a, b: torch.ops.aten.embedding_dense_backward(a.float(), _targets(a, 50), 50,
+                                                                                      -1, False)),
 }
+
+
+def _targets(a, classes):
+    """Class indices for a's rows, repeating (so that atomic adds meet)."""
+    return (torch.arange(a.shape[0], device=a.device) * 7) % classes
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

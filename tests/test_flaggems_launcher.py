@@ -137,7 +137,31 @@ def cloning_exp(x):
     kernel("exp", ADD, ("*fp32",), (x,))
     return torch.ops.aten.exp.default(x.clone())
 
-flaggems.install_functions({"add.Tensor": add, "mul_.Tensor": mul_, "add_.Tensor": add_into_new_tensor_, "neg": neg, "abs": cached_abs,
+def zeroed_sigmoid(x):  # accumulates into zeros, as FlagGems' nll_loss_forward and embedding backward do
+    out = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+    kernel("sigmoid", ADD, ("*fp32", "*fp32"), (x, out))
+    with _disable_current_modes():
+        out.add_(x.sigmoid())
+    return out
+
+def zero_filled_tanh(x):  # zero_() of a fresh allocation, before any kernel: the replay zeroes it too
+    out = torch.empty_like(x).zero_()
+    kernel("tanh", ADD, ("*fp32", "*fp32"), (x, out))
+    with _disable_current_modes():
+        out.add_(x.tanh())
+    return out
+
+def late_zeroed_cos(x):  # zeroes memory a kernel has used: not a replayable allocation
+    out = torch.empty_like(x)
+    kernel("cos", ADD, ("*fp32", "*fp32"), (x, out))
+    out.zero_()
+    kernel("cos", MUL, ("*fp32", "*fp32"), (x, out))
+    with _disable_current_modes():
+        out.copy_(x.cos())
+    return out
+
+flaggems.install_functions({"sigmoid": zeroed_sigmoid, "tanh": zero_filled_tanh, "cos": late_zeroed_cos,
+                            "add.Tensor": add, "mul_.Tensor": mul_, "add_.Tensor": add_into_new_tensor_, "neg": neg, "abs": cached_abs,
                             "rand_like": seeded_rand_like, "mm": bool_mm,
                             "exp": cloning_exp, "sin": autotuned_sin,
                             "clamp.Tensor": clamp_max,
@@ -324,6 +348,31 @@ def test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy():
     assert [k[0] for k in kept] == [0, MUL] and u64(kept[1][4][0]) not in (0, y.data_ptr()), kept
 
 @check
+def test_memory_the_function_zeroed_is_zeroed_at_replay():
+    for op, fn in (("sigmoid", torch.sigmoid), ("tanh", torch.tanh)):
+        x = torch.randn(6, device=dev)
+        assert torch.allclose(fn(x).cpu(), fn(x.cpu())), op  # the record
+        before = calls[op]
+        out, kept = replayed(lambda: fn(x))
+        assert calls[op] == before, f"a replay of {op} ran the Python function"
+        # The fill (kept as function 0 with the memory's address and size),
+        # then the kernel, which writes the zeroed memory: the result.
+        assert len(kept) == 2 and kept[0][0] == 0 and kept[1][0] == ADD, kept
+        assert u64(kept[0][4][0]) == u64(kept[1][4][1]) and u64(kept[0][4][1]) == 6 * 4, kept
+        # A kept launch writes nothing: what the result holds is the fill's.
+        assert torch.equal(out.cpu(), torch.zeros(6)), (op, out)
+        st = flaggems.launcher_stats()[op]
+        assert (st["replayed"], st["recorded"], st["python"]) == (1, 1, 0), (op, st)
+
+@check
+def test_zeroing_memory_a_kernel_used_is_never_replayed():
+    x = torch.randn(5, device=dev)
+    for _ in range(4):  # three refused records, then Python
+        assert torch.allclose(torch.cos(x).cpu(), x.cpu().cos())
+    st = flaggems.launcher_stats()["cos"]
+    assert calls["cos"] == 8 and st["replayed"] == 0 and "after a kernel used it" in st["reason"], st
+
+@check
 def test_random_ops_are_never_recorded_even_when_reseeded():
     x = torch.full((6,), 0.5, device=dev)
     for _ in range(4):
@@ -476,6 +525,8 @@ CHECKS = [
     "test_a_full_table_drops_signatures_not_recorded_and_keeps_the_replayed_ones",
     "test_an_absent_optional_tensor_keeps_the_places_of_the_others",
     "test_a_contiguous_copy_of_an_argument_is_replayed_as_a_copy",
+    "test_memory_the_function_zeroed_is_zeroed_at_replay",
+    "test_zeroing_memory_a_kernel_used_is_never_replayed",
     "test_random_ops_are_never_recorded_even_when_reseeded",
     "test_an_inplace_op_returning_nothing_is_replayed",
     "test_a_copy_is_made_where_the_function_made_it",

@@ -5,7 +5,10 @@ grid, block, shared memory, every parameter) and where its results live.
 
 A call can be replayed only if that is all it does. The recording is
 refused, with the reason, when the function runs any other ATen op than an
-allocation or a view (a copy, a fill, a host read of device data), when a
+allocation (zeroed ones included: torch.zeros, or zero_() of a whole
+allocation no kernel has touched yet, which the replay repeats with the
+vendor's fill) or a view (a copy, another fill, a host read of device
+data), when a
 kernel gets a pointer outside the arguments and the recorded allocations
 (a cached tensor), when a launch needs Triton features the launcher does
 not reproduce (scratch memory, clusters, cooperative or PDL launches,
@@ -56,6 +59,10 @@ _ALLOCATIONS = {
     _aten.empty.memory_format, _aten.empty_strided.default, _aten.empty_like.default,
     _aten.new_empty.default, _aten.new_empty_strided.default,
 }
+# Allocations filled with zeros: FlagGems accumulates into them (atomic
+# adds: nll_loss_forward's sums, embedding_dense_backward's rows).
+_ZEROED_ALLOCATIONS = {_aten.zeros.default, _aten.zeros_like.default, _aten.new_zeros.default}
+_ZERO_FILLS = {_aten.zero_.default}
 
 # Ops that read tensor metadata (dtype, sizes) only: no device work, no data.
 _METADATA = {"promote_types", "result_type", "can_cast", "sym_size", "sym_stride", "sym_numel",
@@ -80,6 +87,7 @@ class _Recording:
     def __init__(self, inputs: Sequence[torch.Tensor]):
         self.inputs = list(inputs)
         self.allocations: List[torch.Tensor] = []
+        self.zeroed: List[bool] = []  # per allocation: filled with zeros before any kernel
         # (argument index, byte offset, sizes, strides) of what was copied, the
         # launches before the copy, and the copy
         self.copies: List[Tuple[int, int, tuple, tuple, int, torch.Tensor]] = []
@@ -91,12 +99,29 @@ class _Recording:
         if self.refused is None:
             self.refused = why
 
-    def allocated(self, t: Any) -> None:
+    def allocated(self, t: Any, zeroed: bool = False) -> None:
         if not isinstance(t, torch.Tensor):
             return self.refuse("an allocation returned no tensor")
         if t.storage_offset() != 0:
             return self.refuse("an allocation has a storage offset")
         self.allocations.append(t)
+        self.zeroed.append(zeroed)
+
+    def zero_filled(self, t: Any) -> None:
+        """Notes zero_() of a whole allocation that no kernel has touched
+        yet: the replay zeroes it when it allocates it, before every kernel."""
+        for k, a in enumerate(self.allocations):
+            if not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() != a.untyped_storage().data_ptr():
+                continue
+            whole = (t.data_ptr() == a.data_ptr() and t.is_contiguous() and t.dtype == a.dtype
+                     and t.numel() == a.numel() and a.is_contiguous())
+            if not whole:
+                return self.refuse("it fills part of an allocation with zeros")
+            if any(p[:2] == (ALLOCATION, k) for launch in self.launches for p in launch[4] if isinstance(p, tuple)):
+                return self.refuse("it fills an allocation with zeros after a kernel used it")
+            self.zeroed[k] = True
+            return None
+        return self.refuse("it fills a tensor with zeros that the call did not allocate")
 
     def _bases(self):
         for i, t in enumerate(self.inputs):
@@ -213,7 +238,8 @@ class _Recording:
         if len(devices | allocated) > 1:
             return (f"it takes or allocates tensors on several devices (arguments on {sorted(map(str, devices))}, "
                     f"allocations on {sorted(map(str, allocated))})")
-        allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in self.allocations)
+        allocations = tuple((tuple(t.shape), tuple(t.stride()), t.dtype, zeroed)
+                            for t, zeroed in zip(self.allocations, self.zeroed))
         copies = tuple((i, offset, sizes, strides, tuple(t.stride()), at)
                        for i, offset, sizes, strides, at, t in self.copies)
         return (allocations, tuple(self.launches), tuple(results), copies)
@@ -232,6 +258,10 @@ class _AllocationsAndViewsOnly(TorchDispatchMode):
             self.recording.aten_ops.append(str(func))
         if func in _ALLOCATIONS:
             self.recording.allocated(out)
+        elif func in _ZEROED_ALLOCATIONS:
+            self.recording.allocated(out, zeroed=True)
+        elif func in _ZERO_FILLS:
+            self.recording.zero_filled(args[0])
         elif func._opname in _METADATA:
             pass
         elif func in _COPIES and not _shares_storage(out, args):

@@ -50,6 +50,7 @@ struct KernelLaunch {
 struct Allocation {
   std::vector<int64_t> sizes, strides;
   at::ScalarType dtype;
+  bool zeroed;  // filled with zeros before the kernels (they accumulate into it)
 };
 
 // A copy (contiguous(), clone()) of an argument, or of a view of one,
@@ -202,9 +203,11 @@ std::shared_ptr<const Plan> parse(const py::tuple& record) {
   }
   for (const py::handle& a : record[0]) {
     auto item = py::cast<py::tuple>(a);
+    TORCH_CHECK(item.size() == 4, "flagos: a recorded allocation has ", item.size(), " parts, not 4");
     PyObject* dtype = item[2].ptr();
     TORCH_CHECK(THPDtype_Check(dtype), "flagos: a recorded allocation has no dtype");
-    plan->allocations.push_back({ints(item[0]), ints(item[1]), reinterpret_cast<THPDtype*>(dtype)->scalar_type});
+    plan->allocations.push_back(
+        {ints(item[0]), ints(item[1]), reinterpret_cast<THPDtype*>(dtype)->scalar_type, py::cast<bool>(item[3])});
   }
   for (const py::handle& l : record[1]) {
     auto item = py::cast<py::tuple>(l);
@@ -406,6 +409,21 @@ void run_plan(const Plan& plan, const Inputs& inputs, c10::SmallVectorImpl<at::T
   for (const Allocation& a : plan.allocations) {
     allocations.push_back(at::detail::empty_strided_generic(a.sizes, a.strides, native_allocator(),
                                                             c10::DispatchKeySet(native_dispatch_key()), a.dtype));
+    if (a.zeroed) {
+      // The vendor's fill, on the current stream as the launches below.
+      allocations.back().zero_();
+      if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
+        // Kept as a launch of function 0 whose parameters are the memory's
+        // address and size (a copy's has none).
+        const at::Tensor& z = allocations.back();
+        const auto address = reinterpret_cast<uintptr_t>(z.const_data_ptr());
+        const uint64_t nbytes = z.storage().nbytes();
+        std::lock_guard<std::mutex> lock(kept_mutex);
+        kept.emplace_back(0, std::vector<unsigned>{0, 0, 0}, 0, 0,
+                          std::vector<std::string>{std::string(reinterpret_cast<const char*>(&address), 8),
+                                                   std::string(reinterpret_cast<const char*>(&nbytes), 8)});
+      }
+    }
   }
   auto base = [&](Source s, uint32_t i) -> const at::Tensor& {
     return s == Source::Input ? input_at(inputs, i) : s == Source::Allocation ? allocations[i] : copies[i];
