@@ -147,6 +147,28 @@ def test_qwen3_benchmark_shares_training_rounds_among_worker_processes(monkeypat
     assert results["flagos native"]["train_launcher_per_step"]["python"] == 0
 
 
+def test_qwen3_benchmark_adds_up_each_workers_launcher_counts(monkeypatch):
+    """A FlagGems routing's worker reports launcher counts (here one replay
+    per step, stand-ins: the host has no FlagGems); the benchmark gives them
+    per step of the rounds, for every target alike."""
+    from torch_fl.models import qwen3
+
+    timed_steps = qwen3.TrainingWorker.timed_steps
+
+    def replaying_one_call_a_step(self, n):
+        seconds = timed_steps(self, n)
+        if "flagos" in self.what:
+            self.launcher.setdefault("mul.Tensor", {"replayed": 0, "python": 0, "vendor": 0})["replayed"] += n
+        return seconds
+
+    monkeypatch.setattr(qwen3.TrainingWorker, "timed_steps", replaying_one_call_a_step)
+    targets = [("flagos native", "flagos", "native"), ("torch cpu", "cpu", None)]
+    results = _measure_training(monkeypatch, targets, train_steps=2, train_rounds=2)
+    assert results["flagos native"]["train_launcher_per_step"] == {
+        "replayed": 1, "python": 0, "vendor": 0, "most_python": []}
+    assert results["torch cpu"]["train_steps_timed"] == 2 and "train_launcher_per_step" not in results["torch cpu"]
+
+
 def test_qwen3_benchmark_launcher_counts_per_training_step():
     """The FlagGems launcher's calls of a worker's rounds, per step, with the
     ops that ran FlagGems' Python, most first."""
