@@ -110,8 +110,10 @@ class _Recording:
     def zero_filled(self, t: Any) -> None:
         """Notes zero_() of a whole allocation that no kernel has touched
         yet: the replay zeroes it when it allocates it, before every kernel."""
+        if not isinstance(t, torch.Tensor):
+            return self.refuse("it fills something that is not a tensor with zeros")
         for k, a in enumerate(self.allocations):
-            if not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() != a.untyped_storage().data_ptr():
+            if t.untyped_storage().data_ptr() != a.untyped_storage().data_ptr():
                 continue
             whole = (t.data_ptr() == a.data_ptr() and t.is_contiguous() and t.dtype == a.dtype
                      and t.numel() == a.numel() and a.is_contiguous())
