@@ -377,6 +377,14 @@ void remember(const OpPlan& plan, std::vector<int64_t> key, const py::object& re
 
 namespace {
 
+// While launches are kept: a step of a replay that the vendor's own kernel
+// does (a copy, a zero fill), kept in order among the launches as one of
+// function 0 with `params`.
+void keep_vendor_step(std::vector<std::string> params) {
+  std::lock_guard<std::mutex> lock(kept_mutex);
+  kept.emplace_back(0, std::vector<unsigned>{0, 0, 0}, 0, 0, std::move(params));
+}
+
 const at::Tensor& input_at(const std::vector<at::Tensor>& inputs, size_t i) { return inputs[i]; }
 const at::Tensor& input_at(c10::ArrayRef<const at::Tensor*> inputs, size_t i) { return *inputs[i]; }
 
@@ -395,10 +403,7 @@ void run_plan(const Plan& plan, const Inputs& inputs, c10::SmallVectorImpl<at::T
       const at::Tensor& in = input_at(inputs, c.input);
       at::Tensor view = at::as_strided(in, c.sizes, c.view_strides, in.storage_offset() + c.offset / in.element_size());
       copies.push_back(at::empty_strided(c.sizes, c.strides, in.options()).copy_(view));
-      if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
-        std::lock_guard<std::mutex> lock(kept_mutex);
-        kept.emplace_back(0, std::vector<unsigned>{0, 0, 0}, 0, 0, std::vector<std::string>{});
-      }
+      if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) keep_vendor_step({});
     }
   };
   // Straight from the vendor's allocator on the current device (the
@@ -413,15 +418,12 @@ void run_plan(const Plan& plan, const Inputs& inputs, c10::SmallVectorImpl<at::T
       // The vendor's fill, on the current stream as the launches below.
       allocations.back().zero_();
       if (C10_UNLIKELY(keeping.load(std::memory_order_relaxed))) {
-        // Kept as a launch of function 0 whose parameters are the memory's
-        // address and size (a copy's has none).
+        // Its parameters: the memory's address and size.
         const at::Tensor& z = allocations.back();
         const auto address = reinterpret_cast<uintptr_t>(z.const_data_ptr());
         const uint64_t nbytes = z.storage().nbytes();
-        std::lock_guard<std::mutex> lock(kept_mutex);
-        kept.emplace_back(0, std::vector<unsigned>{0, 0, 0}, 0, 0,
-                          std::vector<std::string>{std::string(reinterpret_cast<const char*>(&address), 8),
-                                                   std::string(reinterpret_cast<const char*>(&nbytes), 8)});
+        keep_vendor_step({std::string(reinterpret_cast<const char*>(&address), 8),
+                          std::string(reinterpret_cast<const char*>(&nbytes), 8)});
       }
     }
   }
