@@ -229,10 +229,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
                 total = calls_per_route[label]
                 for backend, calls in _calls_per_backend(workers[label].routes).items():
                     total[backend] = total.get(backend, 0) + calls
-                for op, counts in workers[label].launcher.items():
-                    op_total = launcher_calls[label].setdefault(op, {})
-                    for kind, calls in counts.items():
-                        op_total[kind] = op_total.get(kind, 0) + calls
+                qwen3.add_counts(launcher_calls[label], workers[label].launcher)
     for label, device, _ in targets:
         if device == "flagos" and steps_counted[label]:  # per step of the rounds (warm-up left out)
             results[label]["train_op_calls_per_route"] = {

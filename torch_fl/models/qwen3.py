@@ -453,6 +453,15 @@ def train_in_clean_process(device: str, *, size: str = "0.6b", seed: int = 0,
         return torch.load(out_path, weights_only=True)
 
 
+def add_counts(totals: Dict[str, Dict[str, int]], more: Dict[str, Dict[str, int]]) -> None:
+    """Adds per-op counts (per backend, or per kind of launcher call) into
+    ``totals``."""
+    for op, counts in more.items():
+        mine = totals.setdefault(op, {})
+        for kind, n in counts.items():
+            mine[kind] = mine.get(kind, 0) + n
+
+
 class TrainingWorker:
     """A ``Trainer`` of ``build_model(size, seed, model_path)`` on ``device``
     in a fresh interpreter, taking steps in blocks when asked, so that
@@ -507,11 +516,8 @@ class TrainingWorker:
         self._proc.stdin.flush()
         reply = json.loads(self._reply())
         self.queue_seconds = reply["queue_seconds"]
-        for totals, block in ((self.routes, reply["routes"]), (self.launcher, reply.get("launcher", {}))):
-            for op, counts in block.items():
-                mine = totals.setdefault(op, {})
-                for kind, calls in counts.items():
-                    mine[kind] = mine.get(kind, 0) + calls
+        add_counts(self.routes, reply["routes"])
+        add_counts(self.launcher, reply.get("launcher", {}))
         return reply["seconds"]
 
     def reset_counts(self) -> None:
