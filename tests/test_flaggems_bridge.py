@@ -76,12 +76,12 @@ FUNCTIONS = {
     "neg": boom,
     "softmax.int": boom,
     "linear": boom,
-    "_to_copy": boom,
+    "_to_copy": lambda x, **kw: torch.ops.aten._to_copy.default(x, **kw),
     "copy_": boom,
 }
 FUNCTIONS = {k: recorder(k, f) for k, f in FUNCTIONS.items()}
 flaggems.install_functions(FUNCTIONS)
-SERVED = sorted(set(FUNCTIONS) - {"softmax.int", "linear", "_to_copy", "copy_"})
+SERVED = sorted(set(FUNCTIONS) - {"softmax.int", "linear", "copy_"})
 dev = "flagos"
 
 def last(name):
@@ -289,17 +289,25 @@ def test_composite_implicit_ops_refused_and_native():
     torch.testing.assert_close(s.cpu(), torch.softmax(a, 1))
 
 @check
-def test_copies_never_routed():
+def test_copies_and_device_changes_never_routed_casts_within_one_device_are():
     ex = flaggems.excluded_ops()
-    assert "_to_copy" in ex and "copy_" in ex
+    assert "copy_" in ex and "_to_copy" not in ex
     a = torch.randn(4)
     x = a.to(dev)
     y = torch.empty(4, device=dev).copy_(x)
-    z = x.to(torch.float64)
+    back = x.to("cpu", torch.float64)
     assert "_to_copy" not in seen and "copy_" not in seen
-    assert routing.route_of("_to_copy") == "cpu" and routing.route_of("copy_") == "cpu"
-    torch.testing.assert_close(y.cpu(), a)
-    torch.testing.assert_close(z.cpu(), a.double())
+    assert routing.route_of("_to_copy") == "flagos" and routing.route_of("copy_") == "cpu"
+    z = x.to(torch.float64)
+    args, kwargs = last("_to_copy")
+    assert len(seen["_to_copy"]) == 1 and args[0].device.type == "cpu"
+    assert kwargs == {"dtype": torch.float64}, kwargs  # the same device, named or not, is left out
+    w = x.to(dev, torch.float16)
+    assert len(seen["_to_copy"]) == 2 and last("_to_copy")[1] == {"dtype": torch.float16}
+    for got, ref in ((y, a), (back, a.double()), (z, a.double()), (w, a.half())):
+        assert got.dtype == ref.dtype
+        torch.testing.assert_close(got.cpu(), ref)
+    assert z.device.type == w.device.type == "flagos"
 
 @check
 def test_enabled_and_registered_ops_tell_the_truth():
@@ -362,7 +370,7 @@ STANDIN_CHECKS = [
     "test_view_result_shares_storage",
     "test_failing_function_falls_back_with_one_warning",
     "test_composite_implicit_ops_refused_and_native",
-    "test_copies_never_routed",
+    "test_copies_and_device_changes_never_routed_casts_within_one_device_are",
     "test_enabled_and_registered_ops_tell_the_truth",
     "test_autograd_through_standin",
     "test_install_again_replaces_function",
@@ -481,7 +489,7 @@ def test_real_flaggems_config_capture(tmp_path):
                 # its own (silu_backward) takes FlagGems' kernel; no other.
                 native_key = routing.native_backend().upper()
                 assert not has(f"aten::{op}", "CompositeImplicitAutograd") or has(f"aten::{op}", native_key), op
-            assert "_to_copy" in ex and "copy_" in ex
+            assert "copy_" in ex and "_to_copy" in flaggems.available_ops()
             assert "add.Tensor" in flaggems.available_ops()
             assert len(flaggems.available_ops()) + len(ex) == len({n for n, _ in items})
         finish()

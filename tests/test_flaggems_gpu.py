@@ -6,6 +6,7 @@ import torch
 
 import torch_fl
 from conftest import assert_flagos_close, requires_cuda
+from test_unboxed import CASTS
 from torch_fl import flaggems, routing
 
 requires_flaggems = pytest.mark.skipif(
@@ -265,3 +266,24 @@ def test_flat_operand_ops_serve_flat_calls_and_leave_the_rest_to_cuda(op):
         for name, (a, b) in cases.items():
             assert_flagos_close(fn(a.to("flagos"), b.to("flagos")), fn(a.cuda(), b.cuda()), rtol=1.3e-6, atol=1e-5)
     assert routing.stats()[op] == {"flagos": 1, "cuda": 2}, routing.stats()[op]
+
+
+@pytest.mark.parametrize("name", sorted(CASTS))
+def test_casts_within_one_device_take_flaggems_and_match_torch_cuda(name):
+    """tensor.to(dtype) within one flagos device is a routed _to_copy:
+    FlagGems' to_copy, recorded once and then replayed, gives torch CUDA's
+    values, dtype and strides. Complex casts keep CUDA's kernel (Triton has
+    no complex type)."""
+    make, cast = CASTS[name]
+    flaggems.forget_launches("_to_copy")
+    routing.reset_stats()
+    with routing.override_ops({"_to_copy": "flagos"}):
+        for _ in range(3):  # a record, then replays
+            x = make()
+            got, ref = cast(x.to("flagos"), torch.device("flagos")), cast(x.cuda(), torch.device("cuda"))
+            assert got.dtype == ref.dtype and got.shape == ref.shape and got.stride() == ref.stride()
+            assert_flagos_close(got.resolve_conj().resolve_neg(), ref.resolve_conj().resolve_neg(), exact=True)
+    route = "cuda" if make().is_complex() else "flagos"
+    assert routing.stats()["_to_copy"] == {route: 3}, routing.stats()["_to_copy"]
+    if route == "flagos" and make().numel():
+        assert flaggems.launcher_stats()["_to_copy"]["replayed"] == 2, flaggems.launcher_stats()["_to_copy"]

@@ -507,6 +507,46 @@ def test_forget_drops_the_records():
     torch.add(a, b)
     assert calls["add"] == before + 1
 
+# Last: once _to_copy has a function, every cast within one device is a
+# routed call, and a replay outside replayed() would launch for real.
+@check
+def test_a_cast_within_one_device_replays_unboxed_and_a_device_change_never_reaches_flaggems():
+    CAST = 0xCA57
+    def to_copy(x, *, dtype=None, layout=None, device=None, pin_memory=None, non_blocking=False,
+                memory_format=None):
+        assert device is None, device  # a flagos device would reach the kernel unmapped
+        out = torch.empty_like(x, dtype=dtype, memory_format=memory_format or torch.preserve_format)
+        kernel("_to_copy", CAST, ("*fp32", "*bf16", "i32"), (x, out, x.numel()))
+        with _disable_current_modes():
+            out.copy_(x)
+        return out
+    flaggems.install_functions({"_to_copy": to_copy})
+    x_ref = torch.randn(4, 6)
+    x = x_ref.to(dev)  # from the CPU: not a flagos call
+    assert calls.get("_to_copy", 0) == 0
+    routing.reset_stats()
+    got = x.to(torch.bfloat16)  # the record
+    assert got.device == x.device and got.dtype == torch.bfloat16 and calls["_to_copy"] == 1
+    assert torch.equal(got.cpu(), x_ref.bfloat16())
+    routing.take_route_clock()
+    out, kept = replayed(lambda: x.to(dev, torch.bfloat16))  # naming the same device is the same signature
+    clock = routing.take_route_clock()
+    assert calls["_to_copy"] == 1 and len(kept) == 1 and kept[0][0] == CAST, kept
+    assert u64(kept[0][4][0]) == x.data_ptr() and (clock["calls"], clock["aliases"]) == (1, 0), (kept, clock)
+    assert out.device == x.device and out.dtype == torch.bfloat16 and out.shape == (4, 6)
+    assert routing.stats()["_to_copy"] == {"flagos": 2}, routing.stats()["_to_copy"]
+    # A device change keeps torch_fl's copy path.
+    assert torch.equal(x.to("cpu", torch.float64), x_ref.double())
+    assert calls["_to_copy"] == 1 and routing.stats()["_to_copy"] == {"flagos": 2}
+    # A negative view reaches the function resolved (the kernel reads bytes).
+    assert torch.equal(torch._neg_view(x).to(torch.float64).cpu(), -x_ref.double())
+    assert calls["_to_copy"] == 2
+    # Routed to the vendor's kernels (the host vendor's are the CPU's), a
+    # cast leaves FlagGems: here as the composite, an empty tensor and copy_.
+    with routing.override(_to_copy="cpu"):
+        assert torch.equal(x.to(torch.float64).cpu(), x_ref.double())
+    assert calls["_to_copy"] == 2 and routing.stats()["_to_copy"] == {"flagos": 3}, routing.stats()["_to_copy"]
+
 print("RESULTS " + __import__("json").dumps(RESULTS))
 '''
 
@@ -535,6 +575,7 @@ CHECKS = [
     "test_unboxed_replays_take_the_flagos_tensors_without_aliases",
     "test_an_inplace_record_returning_a_new_tensor_replays_into_the_argument",
     "test_forget_drops_the_records",
+    "test_a_cast_within_one_device_replays_unboxed_and_a_device_change_never_reaches_flaggems",
 ]
 
 

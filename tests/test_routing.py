@@ -451,6 +451,23 @@ def test_preset_names_and_native(monkeypatch):
             pass
 
 
+def test_preset_with_op_routes_after_its_name(monkeypatch):
+    monkeypatch.setattr(routing._flaggems, "available_ops", lambda: ["sum", "mean"])
+    with routing.preset(f"native+sum=cpu+add.Tensor={NATIVE}"):
+        assert routing.table()["sum"] == "cpu" and routing.table()["mean"] == NATIVE
+        assert routing.table()["add.Tensor"] == NATIVE
+    with routing.preset("default+sum=cpu"):
+        assert routing.table()["sum"] == "cpu" and "mean" not in routing.table()
+    assert "sum" not in routing.table() and "add.Tensor" not in routing.table()
+    with pytest.raises(ValueError, match="routing preset 'default\\+sum': 'sum' is not op=backend"):
+        with routing.preset("default+sum"):
+            pass
+    with pytest.raises(ValueError, match="no ATen op|unknown"):
+        with routing.preset("default+no_such_op=cpu"):
+            pass
+    assert "sum" not in routing.table()
+
+
 @pytest.mark.parametrize("vendor", ["cuda", "host", "metax", "ascend"])
 def test_packaged_tables_name_real_ops_and_backends(vendor):
     # Each vendor's table is validated at import only on that vendor's

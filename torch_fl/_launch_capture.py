@@ -67,7 +67,7 @@ _ZERO_FILLS = {_aten.zero_.default}
 # Ops that read tensor metadata (dtype, sizes) only: no device work, no data.
 _METADATA = {"promote_types", "result_type", "can_cast", "sym_size", "sym_stride", "sym_numel",
              "sym_storage_offset", "size", "stride", "numel", "dim", "is_same_size", "is_floating_point",
-             "is_complex", "is_signed"}
+             "is_complex", "is_signed", "is_non_overlapping_and_dense"}
 
 _local = threading.local()
 _DEBUG = os.environ.get("FLAGOS_LAUNCHER_LOG") == "2"

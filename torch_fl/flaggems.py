@@ -78,9 +78,15 @@ def _why_not_here(vendor: str) -> Optional[str]:
 # Copies between devices are torch_fl's own job (_copy_from): FlagGems'
 # versions assume both sides are CUDA tensors.
 _NEVER_ROUTED = {
-    "_to_copy": "device changes are torch_fl's copy path; FlagGems' to_copy assumes CUDA on both sides",
     "copy_": "device changes are torch_fl's copy path; FlagGems' copy_ assumes CUDA on both sides",
 }
+
+# Ops that torch_fl's own kernel routes only in part, so the routing kernel
+# must not claim them: FlagGems' function serves what that kernel hands it.
+# A cast within one flagos device (tensor.to(dtype), autocast's casts) is a
+# routed _to_copy (csrc/aten/Unboxed.cpp); a cast that changes the device
+# stays torch_fl's copy path.
+_PARTLY_ROUTED = ("_to_copy",)
 
 
 # FlagGems 5.0.2 functions that read a tensor argument as a flat array from
@@ -126,10 +132,13 @@ def _install(items: List[Tuple[str, Callable]]) -> None:
     """Claims the ops for the routing kernel and hands their functions over."""
     global _CONFIG_SIZE
     _CONFIG_SIZE = len(items)
-    for name in [n for n, _ in items if n in _NEVER_ROUTED]:
-        _EXCLUDED[name] = _NEVER_ROUTED[name]
-    items = [(n, fn) for n, fn in items if n not in _NEVER_ROUTED]
-    names = [name for name, _ in items]
+    never = dict(_NEVER_ROUTED)
+    unboxed = set(_C._unboxed_ops())
+    never.update({n: "only torch_fl's unboxed kernel routes it (casts within one device), and "
+                     "FLAGOS_UNBOXED_OPS=0 turned that kernel off" for n in _PARTLY_ROUTED if n not in unboxed})
+    _EXCLUDED.update({n: never[n] for n, _ in items if n in never})
+    items = [(n, fn) for n, fn in items if n not in never]
+    names = [name for name, _ in items if name not in _PARTLY_ROUTED]
     refused = dict(_C._claim_ops(names))
     _EXCLUDED.update(refused)
     for name, fn in items:
@@ -193,7 +202,8 @@ def install_functions(functions: Dict[str, Callable]) -> None:
     vendor, CPU) aliases of flagos tensors; used by tests and by users who
     bring a kernel of their own. Refused (RuntimeError) under
     FLAGOS_DISABLE_FLAGGEMS_PY=1. Ops that decompose above the backend key
-    (CompositeImplicitAutograd) and copies are refused: see excluded_ops()."""
+    (CompositeImplicitAutograd) and copy_ are refused: see excluded_ops();
+    a function for _to_copy serves casts within one flagos device."""
     if _disabled():
         raise RuntimeError("torch_fl.flaggems.install_functions: FlagGems functions are disabled "
                            "by FLAGOS_DISABLE_FLAGGEMS_PY=1")

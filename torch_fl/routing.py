@@ -168,14 +168,20 @@ def preset(name: str) -> Iterator[None]:
     vendor's own kernels; "flaggems": every op FlagGems serves on FlagGems,
     except those the packaged table for this vendor routes elsewhere because
     FlagGems' kernel was found wrong or hanging there (its speed holds, where
-    FlagGems is right but slower, run on FlagGems)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown routing preset '{name}'; expected one of {', '.join(PRESETS)}")
-    if name == "default":
-        yield
-        return
-    backend, keep = (native_backend(), False) if name == "native" else ("flagos", True)
-    with override_flaggems_ops(backend, keep_packaged=keep):
+    FlagGems is right but slower, run on FlagGems). Op routes may follow the
+    preset's name, each after a '+', as override_ops() takes them:
+    "default+_to_copy=cuda" is the table as loaded with casts on CUDA."""
+    base, *changes = name.split("+")
+    if base not in PRESETS:
+        raise ValueError(f"unknown routing preset '{base}'; expected one of {', '.join(PRESETS)}")
+    bad = [c for c in changes if c.count("=") != 1]
+    if bad:
+        raise ValueError(f"routing preset '{name}': '{bad[0]}' is not op=backend")
+    with contextlib.ExitStack() as stack:
+        if base != "default":
+            backend, keep = (native_backend(), False) if base == "native" else ("flagos", True)
+            stack.enter_context(override_flaggems_ops(backend, keep_packaged=keep))
+        stack.enter_context(override_ops(dict(c.split("=") for c in changes)))
         yield
 
 

@@ -58,8 +58,7 @@ template <class T, class F>
 void each_tensor(const T&, F&&) {
   using D = std::decay_t<T>;
   static_assert(!std::is_same_v<D, c10::List<std::optional<at::Tensor>>> &&
-                    !std::is_same_v<D, std::optional<at::Generator>> &&
-                    !std::is_same_v<D, std::optional<c10::Device>>,
+                    !std::is_same_v<D, std::optional<at::Generator>>,
                 "this argument type has no unboxed route: leave the op to the routing kernel");
 }
 
@@ -88,6 +87,11 @@ struct Scan {
   template <class T>
   void see(const T& arg) {
     each_tensor(arg, [this](const at::Tensor& t) { see_tensor(t); });
+  }
+  // A device named in the call would reach the vendor's kernel unmapped:
+  // the routing kernel maps it. Only an absent one takes the unboxed route.
+  void see(const std::optional<c10::Device>& named) {
+    if (named.has_value()) fast = false;
   }
 };
 
@@ -457,26 +461,22 @@ at::Tensor& copy_(at::Tensor& self, const at::Tensor& src, bool non_blocking) {
 
 // _to_copy (tensor.to(dtype), autocast's casts) is composite for every
 // device: an empty flagos tensor, then copy_ into it, two dispatches and
-// two aliases per cast. A cast within one cuda-vendor device runs CUDA's
-// own _to_copy on one alias instead, and its fresh result is relabelled
-// flagos. On the host vendor a fresh result would be copied into flagos
-// memory, so the composite stays.
-at::Tensor to_copy(const at::Tensor& self, std::optional<at::ScalarType> dtype, std::optional<at::Layout> layout,
-                   std::optional<at::Device> device, std::optional<bool> pin_memory, bool non_blocking,
-                   std::optional<at::MemoryFormat> memory_format) {
-  if (is_flagos(self) && live_vendor() == Vendor::Cuda && (!device || *device == self.device()) &&
-      layout.value_or(at::kStrided) == at::kStrided && !pin_memory.value_or(false)) {
-    count_native_call<at::_ops::_to_copy>();
-    RouteTimer timer;
-    NativeScope scope(self.device().index());
-    at::Tensor src = scope.alias_borrowed(self);
-    at::Tensor result = [&] {
-      VendorTimer vendor;
-      return at::_ops::_to_copy::redispatch(c10::DispatchKeySet(native_dispatch_key()), src, dtype, layout,
-                                            device ? std::optional<at::Device>(src.device()) : std::nullopt,
-                                            pin_memory, non_blocking, memory_format);
-    }();
-    return scope.to_flagos(std::move(result));
+// two aliases per cast. A cast within one device is a routed call of its
+// own instead: the vendor's _to_copy on one alias, or FlagGems' to_copy
+// (replayed, as any recorded FlagGems call), counted under _to_copy. The
+// device argument is left out for it: the same device, and a flagos one
+// the vendor's kernel could not take. On the host vendor a fresh native
+// result would be copied into flagos memory, so its native casts stay
+// composite. (A negative or conjugate view never gets here: PyTorch's
+// fallbacks for those bits resolve _to_copy's input first.)
+at::Tensor to_copy(c10::DispatchKeySet ks, const at::Tensor& self, std::optional<at::ScalarType> dtype,
+                   std::optional<at::Layout> layout, std::optional<at::Device> device,
+                   std::optional<bool> pin_memory, bool non_blocking, std::optional<at::MemoryFormat> memory_format) {
+  using Cast = at::_ops::_to_copy;
+  if (is_flagos(self) && (!device || *device == self.device()) && layout.value_or(at::kStrided) == at::kStrided &&
+      !pin_memory.value_or(false) &&
+      (live_vendor() == Vendor::Cuda || op_plan<Cast>().backend.load(std::memory_order_relaxed) != native_backend())) {
+    return UnboxedRoute<Cast>::call(ks, self, dtype, layout, std::nullopt, pin_memory, non_blocking, memory_format);
   }
   return at::native::_to_copy(self, dtype, layout, device, pin_memory, non_blocking, memory_format);
 }
