@@ -276,6 +276,7 @@ def test_casts_within_one_device_take_flaggems_and_match_torch_cuda(name):
     no complex type)."""
     make, cast = CASTS[name]
     flaggems.forget_launches("_to_copy")
+    replays = flaggems.launcher_stats().get("_to_copy", {}).get("replayed", 0)
     routing.reset_stats()
     with routing.override_ops({"_to_copy": "flagos"}):
         for _ in range(3):  # a record, then replays
@@ -286,4 +287,4 @@ def test_casts_within_one_device_take_flaggems_and_match_torch_cuda(name):
     route = "cuda" if make().is_complex() else "flagos"
     assert routing.stats()["_to_copy"] == {route: 3}, routing.stats()["_to_copy"]
     if route == "flagos" and make().numel():
-        assert flaggems.launcher_stats()["_to_copy"]["replayed"] == 2, flaggems.launcher_stats()["_to_copy"]
+        assert flaggems.launcher_stats()["_to_copy"]["replayed"] - replays == 2, flaggems.launcher_stats()["_to_copy"]
