@@ -226,16 +226,15 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
             for label, _, _ in targets:
                 if mine[label]:
                     per_process[label].append(statistics.median(mine[label]) * 1e3)
-                total = calls_per_route[label]
-                for backend, calls in _calls_per_backend(workers[label].routes).items():
-                    total[backend] = total.get(backend, 0) + calls
+                qwen3.add_counts(calls_per_route[label], workers[label].routes)
                 qwen3.add_counts(launcher_calls[label], workers[label].launcher)
     for label, device, _ in targets:
         if device == "flagos" and steps_counted[label]:  # per step of the rounds (warm-up left out)
+            steps = steps_counted[label]
             results[label]["train_op_calls_per_route"] = {
-                backend: calls / steps_counted[label] for backend, calls in calls_per_route[label].items()}
-            results[label]["train_launcher_per_step"] = launcher_per_step(launcher_calls[label],
-                                                                          steps_counted[label])
+                backend: calls / steps for backend, calls in _calls_per_backend(calls_per_route[label]).items()}
+            results[label]["train_vendor_ops_per_step"] = vendor_ops_per_step(calls_per_route[label], steps)
+            results[label]["train_launcher_per_step"] = launcher_per_step(launcher_calls[label], steps)
         if processes > 1:
             results[label]["train_process_step_ms"] = per_process[label]
     for label, _, _ in targets:
@@ -282,6 +281,15 @@ def _calls_per_backend(stats: dict) -> dict:
         for backend, n in per_backend.items():
             counts[backend] = counts.get(backend, 0) + n
     return counts
+
+
+def vendor_ops_per_step(per_op: dict, steps: int, rows: int = 15) -> list:
+    """The ops a training step routes to the vendor's kernels most, with
+    their calls per step: where routing's host cost per call adds up, and
+    the candidates for FlagGems' replays, which cost the host less."""
+    native = torch_fl.routing.native_backend()
+    calls = sorted(((op, c[native] / steps) for op, c in per_op.items() if c.get(native)), key=lambda x: -x[1])
+    return calls[:rows]
 
 
 def launcher_per_step(per_op: dict, steps: int) -> dict:
@@ -479,7 +487,9 @@ def main() -> None:
                   + ", ".join(f"{n:.0f} {backend}" for backend, n in sorted(calls.items()))
                   + f"; FlagGems launcher: {per_step['replayed']:.0f} replayed, {per_step['python']:.1f} in Python, "
                   f"{per_step['vendor']:.1f} on the vendor's kernel"
-                  + "".join(f"\n    in Python: {op} {n:.1f} a step" for op, n in per_step["most_python"]))
+                  + "".join(f"\n    in Python: {op} {n:.1f} a step" for op, n in per_step["most_python"])
+                  + "\n    most on the vendor's kernels: "
+                  + ", ".join(f"{op} {n:.0f}" for op, n in r.get("train_vendor_ops_per_step", [])))
     for label, r in results.items():
         if "launcher" in r:
             lt = r["launcher"]

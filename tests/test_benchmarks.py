@@ -145,6 +145,12 @@ def test_qwen3_benchmark_shares_training_rounds_among_worker_processes(monkeypat
     assert per_step > 0
     assert one["train_op_calls_per_route"]["cpu"] == per_step == two["train_op_calls_per_route"]["cpu"]
     assert results["flagos native"]["train_launcher_per_step"]["python"] == 0
+    # The ops on the vendor's kernels, most first, per step: the same in any
+    # worker, and no more than the route's calls.
+    most = results["flagos native"]["train_vendor_ops_per_step"]
+    assert most == one["train_vendor_ops_per_step"] == two["train_vendor_ops_per_step"]
+    assert 0 < len(most) <= 15 and [n for _, n in most] == sorted((n for _, n in most), reverse=True)
+    assert sum(n for _, n in most) <= per_step and "mm" in dict(most)
 
 
 def test_qwen3_benchmark_adds_up_each_workers_launcher_counts(monkeypatch):
@@ -179,6 +185,15 @@ def test_qwen3_benchmark_launcher_counts_per_training_step():
     got = bench.launcher_per_step(per_op, steps=2)
     assert got["replayed"] == 22 and got["python"] == 9 and got["vendor"] == 1
     assert got["most_python"] == [("sum", 6), ("cat", 3)]
+
+
+def test_qwen3_benchmark_vendor_ops_per_training_step():
+    bench = _qwen3_benchmark()
+    native = bench.torch_fl.routing.native_backend()
+    per_op = {"mm": {native: 30, "flagos": 2}, "mul.Tensor": {native: 10}, "add.Tensor": {"flagos": 50},
+              "sum": {native: 60}}
+    assert bench.vendor_ops_per_step(per_op, steps=2) == [("sum", 30), ("mm", 15), ("mul.Tensor", 5)]
+    assert bench.vendor_ops_per_step(per_op, steps=2, rows=1) == [("sum", 30)]
 
 
 def test_training_worker_counts_launcher_calls_since_a_block_began():
