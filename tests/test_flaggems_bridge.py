@@ -509,7 +509,8 @@ def test_real_flaggems_config_capture(tmp_path):
 @pytest.mark.parametrize("unboxed", ["1", "0"], ids=["unboxed route", "boxed route"])
 def test_flat_operand_ops_send_broadcast_and_strided_calls_to_the_vendor(unboxed):
     """FlagGems kernels that read their operands as flat arrays (the Hopper
-    mul) serve only flat calls; the vendor's kernel serves the rest, and the
+    mul, whose result also takes its first operand's dtype) serve only flat
+    calls of one dtype; the vendor's kernel serves the rest, and the
     routing counters say so. The unboxed route decides before boxing, the
     FlagGems bridge for the boxed one."""
     proc = run_python(_HARNESS + r'''
@@ -522,13 +523,14 @@ torch_fl._C._set_flaggems_flat_operand_ops(["add.Tensor"])
 x = torch.arange(6.0).view(2, 3)
 fx = x.to("flagos")
 routing.reset_stats()
-cases = {"flat": (fx, fx), "broadcast": (fx, fx[0]), "transposed": (fx.t(), fx.t().contiguous())}
+cases = {"flat": (fx, fx), "broadcast": (fx, fx[0]), "transposed": (fx.t(), fx.t().contiguous()),
+         "mixed dtypes": (fx.double(), fx)}
 for name, (a, b) in cases.items():
     ca, cb = a.cpu(), b.cpu()
     got = torch.add(a, b, alpha=2)
-    assert torch.equal(got.cpu(), torch.add(ca, cb, alpha=2)), name
+    assert got.dtype == torch.add(ca, cb).dtype and torch.equal(got.cpu(), torch.add(ca, cb, alpha=2)), name
 assert seen == [((2, 3), (2, 3))], seen
-assert routing.stats()["add.Tensor"] == {"flagos": 1, "cpu": 2}, routing.stats()["add.Tensor"]
+assert routing.stats()["add.Tensor"] == {"flagos": 1, "cpu": 3}, routing.stats()["add.Tensor"]
 torch_fl._C._set_flaggems_flat_operand_ops([])
 torch.add(fx, fx[0])
 assert len(seen) == 2 and seen[-1] == ((2, 3), (3,)), seen

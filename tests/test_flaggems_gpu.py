@@ -260,12 +260,16 @@ def test_flat_operand_ops_serve_flat_calls_and_leave_the_rest_to_cuda(op):
     fn = torch.mul if op == "mul.Tensor" else torch.add
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(64, 48, generator=g), torch.randn(64, 48, generator=g)
-    cases = {"flat": (x, y), "broadcast": (x[:, :1], y[:1, :]), "transposed": (x.t(), y.t())}
+    cases = {"flat": (x, y), "broadcast": (x[:, :1], y[:1, :]), "transposed": (x.t(), y.t()),
+             # The Hopper mul wrote bf16 * float32 in bf16.
+             "mixed dtypes": (x.bfloat16(), y)}
     routing.reset_stats()
     with routing.override_ops({op: "flagos"}):
         for name, (a, b) in cases.items():
-            assert_flagos_close(fn(a.to("flagos"), b.to("flagos")), fn(a.cuda(), b.cuda()), rtol=1.3e-6, atol=1e-5)
-    assert routing.stats()[op] == {"flagos": 1, "cuda": 2}, routing.stats()[op]
+            got, expected = fn(a.to("flagos"), b.to("flagos")), fn(a.cuda(), b.cuda())
+            assert got.dtype == expected.dtype, (name, got.dtype, expected.dtype)
+            assert_flagos_close(got, expected, rtol=1.3e-6, atol=1e-5)
+    assert routing.stats()[op] == {"flagos": 1, "cuda": 3}, routing.stats()[op]
 
 
 @pytest.mark.parametrize("name", sorted(CASTS))

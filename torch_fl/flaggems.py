@@ -99,11 +99,14 @@ _READS_FLAT = ("_softmax_backward_data", "_log_softmax_backward_data")
 
 
 # FlagGems 5.0.2 kernels that are right, or fast, only for flat operands:
-# every tensor contiguous and of one shape. Other calls of these ops go to
-# the vendor's kernel (FlagGemsBridge.cpp), wherever the op is routed.
+# every tensor contiguous, of one shape and of one dtype. Other calls of
+# these ops go to the vendor's kernel (FlagGemsBridge.cpp), wherever the op
+# is routed.
 _FLAT_OPERANDS = {
     # The Hopper mul runs two tensors of equal rank through a flat 1-D kernel:
-    # broadcasting ([S,1] * [1,N]) and strides are ignored (the first sweep).
+    # broadcasting ([S,1] * [1,N]) and strides are ignored (the first sweep),
+    # and its result takes the first operand's dtype (bf16 * float32 gave
+    # bf16).
     "mul.Tensor": "its Hopper kernel ignores broadcasting and strides between operands of equal rank",
     "mul_.Tensor": "its Hopper kernel ignores broadcasting and strides between operands of equal rank",
     # A Qwen3-0.6B training step (H100, profile-train): FlagGems' rank-4
@@ -116,7 +119,7 @@ _FLAT_OPERANDS = {
 
 def flat_operand_ops() -> Dict[str, str]:
     """Ops whose FlagGems kernel serves only calls with flat operands (every
-    tensor contiguous, one shape); the vendor's kernel serves the rest.
+    tensor contiguous, one shape, one dtype); the vendor's kernel serves the rest.
     With the reason per op."""
     return {op: why for op, why in _FLAT_OPERANDS.items() if op in _FUNCTIONS}
 

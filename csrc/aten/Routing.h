@@ -84,15 +84,20 @@ void invalidate_plans();
 // The backend word of the live vendor's own kernels (cuda on CUDA, cpu on host).
 flagos_backend_t native_backend();
 
-// Whether the tensor operands seen so far are all contiguous and of one
-// shape (undefined ones do not count): what a FlagGems kernel that reads its
-// operands as flat arrays gets right (OpPlan::flaggems_flat_operands). The
-// boxed FlagGems bridge and the unboxed route feed it their arguments.
+// Whether the tensor operands seen so far are all contiguous, of one shape
+// and of one dtype (undefined ones do not count): what a FlagGems kernel
+// that reads its operands as flat arrays gets right
+// (OpPlan::flaggems_flat_operands). The Hopper mul also writes its result
+// in its first operand's dtype: bf16 * float32 came back bf16. The boxed
+// FlagGems bridge and the unboxed route feed it their arguments.
 class FlatOperands {
  public:
   void see(const at::Tensor& t) {
     if (!flat_ || !t.defined()) return;
-    if (!t.is_contiguous() || (first_ != nullptr && !t.sizes().equals(first_->sizes()))) flat_ = false;
+    if (!t.is_contiguous() || (first_ != nullptr && (!t.sizes().equals(first_->sizes()) ||
+                                                     t.scalar_type() != first_->scalar_type()))) {
+      flat_ = false;
+    }
     if (first_ == nullptr) first_ = &t;
   }
   bool flat() const { return flat_; }
