@@ -509,8 +509,9 @@ def test_real_flaggems_config_capture(tmp_path):
 @pytest.mark.parametrize("unboxed", ["1", "0"], ids=["unboxed route", "boxed route"])
 def test_flat_operand_ops_send_broadcast_and_strided_calls_to_the_vendor(unboxed):
     """FlagGems kernels that read their operands as flat arrays (the Hopper
-    mul, whose result also takes its first operand's dtype) serve only flat
-    calls of one dtype; the vendor's kernel serves the rest, and the
+    mul) serve only flat calls, of one dtype where the kernel needs it (the
+    Hopper mul's result takes its first operand's dtype); the vendor's
+    kernel serves the rest, and the
     routing counters say so. The unboxed route decides before boxing, the
     FlagGems bridge for the boxed one."""
     proc = run_python(_HARNESS + r'''
@@ -529,11 +530,17 @@ for name, (a, b) in cases.items():
     ca, cb = a.cpu(), b.cpu()
     got = torch.add(a, b, alpha=2)
     assert got.dtype == torch.add(ca, cb).dtype and torch.equal(got.cpu(), torch.add(ca, cb, alpha=2)), name
-assert seen == [((2, 3), (2, 3))], seen
-assert routing.stats()["add.Tensor"] == {"flagos": 1, "cpu": 3}, routing.stats()["add.Tensor"]
+assert seen == [((2, 3), (2, 3)), ((2, 3), (2, 3))], seen  # flat, and flat of two dtypes
+assert routing.stats()["add.Tensor"] == {"flagos": 2, "cpu": 2}, routing.stats()["add.Tensor"]
+# A kernel that needs one dtype as well (the Hopper mul) leaves mixed ones to the vendor.
+torch_fl._C._set_flaggems_flat_operand_ops(["add.Tensor"], one_dtype=["add.Tensor"])
+routing.reset_stats()
+got = torch.add(fx.double(), fx)
+assert got.dtype == torch.float64 and torch.equal(got.cpu(), x.double() * 2) and len(seen) == 2, seen
+assert routing.stats()["add.Tensor"] == {"cpu": 1}, routing.stats()["add.Tensor"]
 torch_fl._C._set_flaggems_flat_operand_ops([])
 torch.add(fx, fx[0])
-assert len(seen) == 2 and seen[-1] == ((2, 3), (3,)), seen
+assert len(seen) == 3 and seen[-1] == ((2, 3), (3,)), seen
 assert ("add.Tensor" in torch_fl._C._unboxed_ops()) == UNBOXED
 print("ok")
 '''.replace("UNBOXED", str(unboxed == "1")), env_extra={"FLAGOS_FLAGGEMS_VENDOR_CALLS": "0", "FLAGOS_UNBOXED_OPS": unboxed})

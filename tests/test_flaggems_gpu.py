@@ -261,7 +261,8 @@ def test_flat_operand_ops_serve_flat_calls_and_leave_the_rest_to_cuda(op):
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(64, 48, generator=g), torch.randn(64, 48, generator=g)
     cases = {"flat": (x, y), "broadcast": (x[:, :1], y[:1, :]), "transposed": (x.t(), y.t()),
-             # The Hopper mul wrote bf16 * float32 in bf16.
+             # The Hopper mul wrote bf16 * float32 in bf16: CUDA's kernel
+             # serves it; FlagGems' add promotes as torch does.
              "mixed dtypes": (x.bfloat16(), y)}
     routing.reset_stats()
     with routing.override_ops({op: "flagos"}):
@@ -269,7 +270,8 @@ def test_flat_operand_ops_serve_flat_calls_and_leave_the_rest_to_cuda(op):
             got, expected = fn(a.to("flagos"), b.to("flagos")), fn(a.cuda(), b.cuda())
             assert got.dtype == expected.dtype, (name, got.dtype, expected.dtype)
             assert_flagos_close(got, expected, rtol=1.3e-6, atol=1e-5)
-    assert routing.stats()[op] == {"flagos": 1, "cuda": 3}, routing.stats()[op]
+    expected = {"flagos": 1, "cuda": 3} if op == "mul.Tensor" else {"flagos": 2, "cuda": 2}
+    assert routing.stats()[op] == expected, routing.stats()[op]
 
 
 @pytest.mark.parametrize("name", sorted(CASTS))

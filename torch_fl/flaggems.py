@@ -99,15 +99,15 @@ _READS_FLAT = ("_softmax_backward_data", "_log_softmax_backward_data")
 
 
 # FlagGems 5.0.2 kernels that are right, or fast, only for flat operands:
-# every tensor contiguous, of one shape and of one dtype. Other calls of
-# these ops go to the vendor's kernel (FlagGemsBridge.cpp), wherever the op
-# is routed.
+# every tensor contiguous and of one shape. Other calls of these ops go to
+# the vendor's kernel (FlagGemsBridge.cpp), wherever the op is routed.
 _FLAT_OPERANDS = {
     # The Hopper mul runs two tensors of equal rank through a flat 1-D kernel:
     # broadcasting ([S,1] * [1,N]) and strides are ignored (the first sweep),
     # and its result takes the first operand's dtype (bf16 * float32 gave
-    # bf16).
-    "mul.Tensor": "its Hopper kernel ignores broadcasting and strides between operands of equal rank",
+    # bf16, H100).
+    "mul.Tensor": "its Hopper kernel ignores broadcasting, strides and dtype promotion between operands of "
+                  "equal rank",
     "mul_.Tensor": "its Hopper kernel ignores broadcasting and strides between operands of equal rank",
     # A Qwen3-0.6B training step (H100, profile-train): FlagGems' rank-4
     # kernel for broadcast or strided adds took 10.5 ms over 84 calls where
@@ -115,12 +115,17 @@ _FLAT_OPERANDS = {
     "add.Tensor": "its kernel for broadcast or strided operands is about 2x slower than the vendor's",
     "add_.Tensor": "its kernel for broadcast or strided operands is about 2x slower than the vendor's",
 }
+# Of those, the kernels that are right for operands of one dtype only: the
+# Hopper mul writes its result in its first operand's dtype. FlagGems' add
+# promotes as torch does, so mixed dtypes stay on it (56 adds of a Qwen3
+# training step).
+_ONE_DTYPE = ("mul.Tensor",)
 
 
 def flat_operand_ops() -> Dict[str, str]:
     """Ops whose FlagGems kernel serves only calls with flat operands (every
-    tensor contiguous, one shape, one dtype); the vendor's kernel serves the rest.
-    With the reason per op."""
+    tensor contiguous, one shape; for mul.Tensor one dtype as well); the
+    vendor's kernel serves the rest. With the reason per op."""
     return {op: why for op, why in _FLAT_OPERANDS.items() if op in _FUNCTIONS}
 
 
@@ -196,7 +201,8 @@ def setup() -> None:
     global _LAUNCHER_HOOK
     _LAUNCHER_HOOK = _launch_capture.install_triton_hook() or ""
     _install([(n, _with_contiguous_tensors(fn) if n in _READS_FLAT else fn) for n, fn in items])
-    _C._set_flaggems_flat_operand_ops(sorted(flat_operand_ops()))
+    flat = flat_operand_ops()
+    _C._set_flaggems_flat_operand_ops(sorted(flat), [op for op in _ONE_DTYPE if op in flat])
 
 
 def install_functions(functions: Dict[str, Callable]) -> None:

@@ -105,7 +105,7 @@ static OpPlan& plan_for_slow(const c10::OperatorHandle& op, const void* key, uin
     for (auto& c : slot->calls) c.store(0);
   }
   slot->backend = resolve_backend(slot->name, slot->has_native_kernel);
-  slot->flaggems_flat_operands.store(routing_state::flaggems_needs_flat_operands(slot->name));
+  slot->flaggems_flat_operands.store(routing_state::flaggems_flat_need(slot->name));
   slot->generation = now;
   return *slot;
 }

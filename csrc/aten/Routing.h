@@ -21,6 +21,11 @@ namespace launcher {
 struct OpCache;
 }  // namespace launcher
 
+// Which calls a FlagGems kernel gets right, or fast: any; only flat ones
+// (every tensor operand contiguous, of one shape); only flat ones of one
+// dtype as well.
+enum class FlatNeed : uint8_t { None, Flat, FlatOneDtype };
+
 struct OpPlan {
   std::string name;          // "add.Tensor"
   // Read without a lock on every call; re-resolved when routing changes.
@@ -28,9 +33,9 @@ struct OpPlan {
   bool has_native_kernel;
   bool accepts_host_tensors;  // copies: CPU tensors are their inputs
   bool host_dropout;          // native_dropout on the host vendor
-  // FlagGems' kernel serves only calls whose tensor operands are contiguous
-  // and of one shape; others go to the vendor's kernel (flat_operands()).
-  std::atomic<bool> flaggems_flat_operands{false};
+  // FlagGems' kernel serves only calls whose tensor operands are flat
+  // (FlatOperands); others go to the vendor's kernel.
+  std::atomic<FlatNeed> flaggems_flat_operands{FlatNeed::None};
   std::atomic<uint64_t> generation;
   // Counters: a route that hands a call on (BoxedRoute's plan is const) counts it.
   mutable std::atomic<uint64_t> calls[FLAGOS_BACKEND_COUNT_];
@@ -84,18 +89,18 @@ void invalidate_plans();
 // The backend word of the live vendor's own kernels (cuda on CUDA, cpu on host).
 flagos_backend_t native_backend();
 
-// Whether the tensor operands seen so far are all contiguous, of one shape
-// and of one dtype (undefined ones do not count): what a FlagGems kernel
-// that reads its operands as flat arrays gets right
-// (OpPlan::flaggems_flat_operands). The Hopper mul also writes its result
-// in its first operand's dtype: bf16 * float32 came back bf16. The boxed
-// FlagGems bridge and the unboxed route feed it their arguments.
+// Whether the tensor operands seen so far are all contiguous and of one
+// shape, and with FlatNeed::FlatOneDtype of one dtype too (undefined ones
+// do not count): what a FlagGems kernel that reads its operands as flat
+// arrays gets right (OpPlan::flaggems_flat_operands). The boxed FlagGems
+// bridge and the unboxed route feed it their arguments.
 class FlatOperands {
  public:
+  explicit FlatOperands(FlatNeed need) : one_dtype_(need == FlatNeed::FlatOneDtype) {}
   void see(const at::Tensor& t) {
     if (!flat_ || !t.defined()) return;
     if (!t.is_contiguous() || (first_ != nullptr && (!t.sizes().equals(first_->sizes()) ||
-                                                     t.scalar_type() != first_->scalar_type()))) {
+                                                     (one_dtype_ && t.scalar_type() != first_->scalar_type())))) {
       flat_ = false;
     }
     if (first_ == nullptr) first_ = &t;
@@ -104,6 +109,7 @@ class FlatOperands {
 
  private:
   const at::Tensor* first_ = nullptr;
+  bool one_dtype_;
   bool flat_ = true;
 };
 

@@ -13,7 +13,7 @@ namespace {
 std::mutex mutex;
 flagos_routing_table_t table = nullptr;
 std::unordered_set<std::string> flaggems_ops;
-std::unordered_set<std::string> flat_operand_ops;
+std::unordered_set<std::string> flat_operand_ops, one_dtype_ops;
 
 flagos_routing_table_t table_locked() {
   if (!table) FLAGOS_CHECK(flagos_routing_create(&table));
@@ -34,9 +34,10 @@ bool flaggems_default_for(const std::string& op_name) {
   return flaggems_ops.count(op_name) > 0;
 }
 
-bool flaggems_needs_flat_operands(const std::string& op_name) {
+FlatNeed flaggems_flat_need(const std::string& op_name) {
   std::lock_guard<std::mutex> lock(mutex);
-  return flat_operand_ops.count(op_name) > 0;
+  if (!flat_operand_ops.count(op_name)) return FlatNeed::None;
+  return one_dtype_ops.count(op_name) ? FlatNeed::FlatOneDtype : FlatNeed::Flat;
 }
 
 void load(const std::string& config_path, bool read_environ) {
@@ -126,10 +127,11 @@ void set_flaggems_ops(std::vector<std::string> ops) {
   invalidate_plans();
 }
 
-void set_flat_operand_ops(std::vector<std::string> ops) {
+void set_flat_operand_ops(std::vector<std::string> ops, std::vector<std::string> one_dtype) {
   {
     std::lock_guard<std::mutex> lock(mutex);
     flat_operand_ops = std::unordered_set<std::string>(ops.begin(), ops.end());
+    one_dtype_ops = std::unordered_set<std::string>(one_dtype.begin(), one_dtype.end());
   }
   invalidate_plans();
 }

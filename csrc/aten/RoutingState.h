@@ -20,9 +20,9 @@ namespace routing_state {
 flagos_backend_t explicit_backend(const std::string& op_name);
 // True when FlagGems implements this op and its routes are usable here.
 bool flaggems_default_for(const std::string& op_name);
-// True when FlagGems' kernel for this op is right only for flat operands
+// Which calls FlagGems' kernel for this op serves
 // (OpPlan::flaggems_flat_operands).
-bool flaggems_needs_flat_operands(const std::string& op_name);
+FlatNeed flaggems_flat_need(const std::string& op_name);
 
 // Replaces the whole table: packaged/user config file (may be empty), then
 // FLAGOS_OP_* variables. On error the old table stays and it throws.
@@ -39,7 +39,9 @@ std::vector<Entry> entries();
 // Replaces the table by exactly these entries (origins and lines kept).
 void restore(const std::vector<Entry>& entries);
 void set_flaggems_ops(std::vector<std::string> ops);
-void set_flat_operand_ops(std::vector<std::string> ops);
+// Ops whose FlagGems kernel serves flat calls only; of those, the ones
+// that also need operands of one dtype.
+void set_flat_operand_ops(std::vector<std::string> ops, std::vector<std::string> one_dtype);
 
 }  // namespace routing_state
 }  // namespace torch_fl

@@ -97,8 +97,8 @@ struct Scan {
 
 // FlatOperands over the unboxed arguments.
 template <class... Args>
-bool flat_operands(const Args&... args) {
-  FlatOperands operands;
+bool flat_operands(FlatNeed need, const Args&... args) {
+  FlatOperands operands(need);
   (each_tensor(args, [&operands](const at::Tensor& t) { operands.see(t); }), ...);
   return operands.flat();
 }
@@ -263,8 +263,9 @@ struct UnboxedRoute<Op, Ret(Args...)> {
     // op whose FlagGems kernel needs flat operands, when they are not (as
     // the FlagGems bridge would decide, but unboxed: a broadcast mul of a
     // decoder layer skips boxing its arguments twice).
+    const FlatNeed flat_need = plan.flaggems_flat_operands.load(std::memory_order_relaxed);
     if (invoke && (scan.complex || writes_strided(std::index_sequence_for<Args...>{}, args...) ||
-                   (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(args...)))) {
+                   (flat_need != FlatNeed::None && !flat_operands(flat_need, args...)))) {
       invoke = nullptr;
       count_on_native_instead(plan, backend);
     }

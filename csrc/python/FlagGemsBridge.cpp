@@ -198,8 +198,8 @@ bool writes_arguments(const c10::FunctionSchema& schema) {
 }
 
 // FlatOperands over the op's arguments on the stack.
-bool flat_operands(const torch::jit::Stack& stack, size_t base) {
-  FlatOperands operands;
+bool flat_operands(FlatNeed need, const torch::jit::Stack& stack, size_t base) {
+  FlatOperands operands(need);
   for (size_t i = base; i < stack.size(); ++i) {
     if (stack[i].isTensor()) operands.see(stack[i].toTensor());
   }
@@ -221,7 +221,8 @@ void restore(torch::jit::Stack* stack, size_t base, const std::vector<c10::IValu
 void invoke_flaggems(const c10::OperatorHandle& op, const OpPlan& plan, torch::jit::Stack* stack) {
   const size_t n = op.schema().arguments().size();
   const size_t base = stack->size() - n;
-  if (plan.flaggems_flat_operands.load(std::memory_order_relaxed) && !flat_operands(*stack, base)) {
+  const FlatNeed need = plan.flaggems_flat_operands.load(std::memory_order_relaxed);
+  if (need != FlatNeed::None && !flat_operands(need, *stack, base)) {
     return serve_on_vendor(op, plan, stack);
   }
   launcher::Lookup look = launcher::lookup(op, plan, *stack);

@@ -191,7 +191,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("_routing_stats", &routing_stats);
   m.def("_routing_reset_stats", &reset_plan_counts);
   m.def("_set_flaggems_ops", &routing_state::set_flaggems_ops);
-  m.def("_set_flaggems_flat_operand_ops", &routing_state::set_flat_operand_ops);
+  m.def("_set_flaggems_flat_operand_ops", &routing_state::set_flat_operand_ops, py::arg("ops"),
+        py::arg("one_dtype") = std::vector<std::string>{});
   m.def("_set_log_dispatch", &set_log_dispatch);
   m.def("_set_flaggems_function", &set_flaggems_function);
   m.def("_set_launch_recorder", &set_launch_recorder);
