@@ -169,7 +169,7 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
     queued = {label: [] for label, _, _ in targets}
     rounds = {label: [] for label, _, _ in targets}
     per_process = {label: [] for label, _, _ in targets}
-    calls_per_route = {label: {} for label, _, _ in targets}
+    calls_per_op = {label: {} for label, _, _ in targets}
     launcher_calls = {label: {} for label, _, _ in targets}
     steps_counted = {label: 0 for label, _, _ in targets}
     block = max(1, -(-args.train_steps // args.train_rounds))
@@ -226,14 +226,14 @@ def measure_training(targets, results: dict, args, gpu: bool, deadline: float, b
             for label, _, _ in targets:
                 if mine[label]:
                     per_process[label].append(statistics.median(mine[label]) * 1e3)
-                qwen3.add_counts(calls_per_route[label], workers[label].routes)
+                qwen3.add_counts(calls_per_op[label], workers[label].routes)
                 qwen3.add_counts(launcher_calls[label], workers[label].launcher)
     for label, device, _ in targets:
         if device == "flagos" and steps_counted[label]:  # per step of the rounds (warm-up left out)
             steps = steps_counted[label]
             results[label]["train_op_calls_per_route"] = {
-                backend: calls / steps for backend, calls in _calls_per_backend(calls_per_route[label]).items()}
-            results[label]["train_vendor_ops_per_step"] = vendor_ops_per_step(calls_per_route[label], steps)
+                backend: calls / steps for backend, calls in _calls_per_backend(calls_per_op[label]).items()}
+            results[label]["train_vendor_ops_per_step"] = vendor_ops_per_step(calls_per_op[label], steps)
             results[label]["train_launcher_per_step"] = launcher_per_step(launcher_calls[label], steps)
         if processes > 1:
             results[label]["train_process_step_ms"] = per_process[label]
@@ -283,13 +283,17 @@ def _calls_per_backend(stats: dict) -> dict:
     return counts
 
 
+def _most_per_step(per_op: dict, kind: str, steps: int, rows: int) -> list:
+    """(op, calls of `kind` per step) for the ops with the most, most first."""
+    calls = sorted(((op, c[kind] / steps) for op, c in per_op.items() if c.get(kind)), key=lambda x: -x[1])
+    return calls[:rows]
+
+
 def vendor_ops_per_step(per_op: dict, steps: int, rows: int = 15) -> list:
     """The ops a training step routes to the vendor's kernels most, with
     their calls per step: where routing's host cost per call adds up, and
     the candidates for FlagGems' replays, which cost the host less."""
-    native = torch_fl.routing.native_backend()
-    calls = sorted(((op, c[native] / steps) for op, c in per_op.items() if c.get(native)), key=lambda x: -x[1])
-    return calls[:rows]
+    return _most_per_step(per_op, torch_fl.routing.native_backend(), steps, rows)
 
 
 def launcher_per_step(per_op: dict, steps: int) -> dict:
@@ -298,8 +302,7 @@ def launcher_per_step(per_op: dict, steps: int) -> dict:
     the vendor, and the ops that ran Python. A warm step replays every
     FlagGems call; Python there costs tens of microseconds a call."""
     totals = {kind: sum(c.get(kind, 0) for c in per_op.values()) / steps for kind in ("replayed", "python", "vendor")}
-    python = sorted(((op, c["python"] / steps) for op, c in per_op.items() if c.get("python")), key=lambda x: -x[1])
-    return dict(totals, most_python=python[:12])
+    return dict(totals, most_python=_most_per_step(per_op, "python", steps, 12))
 
 
 def launcher_totals() -> dict:
