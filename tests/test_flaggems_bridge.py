@@ -545,3 +545,23 @@ assert ("add.Tensor" in torch_fl._C._unboxed_ops()) == UNBOXED
 print("ok")
 '''.replace("UNBOXED", str(unboxed == "1")), env_extra={"FLAGOS_FLAGGEMS_VENDOR_CALLS": "0", "FLAGOS_UNBOXED_OPS": unboxed})
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_without_unboxed_kernels_casts_never_reach_flaggems():
+    """_to_copy reaches FlagGems only through torch_fl's unboxed cast kernel;
+    with FLAGOS_UNBOXED_OPS=0 the routing kernel must not claim it (it would
+    take device changes too): it is excluded, with the reason, and casts
+    keep the composite."""
+    proc = run_python(_HARNESS + r'''
+seen = []
+flaggems.install_functions({"_to_copy": lambda x, **kw: seen.append(kw) or torch.ops.aten._to_copy.default(x, **kw)})
+assert "FLAGOS_UNBOXED_OPS=0" in flaggems.excluded_ops()["_to_copy"], flaggems.excluded_ops()
+assert "_to_copy" not in flaggems.available_ops()
+a = torch.randn(5)
+x = a.to("flagos")
+y, z = x.double(), x.to("cpu", torch.float16)
+assert seen == [] and y.device.type == "flagos", seen
+assert torch.equal(y.cpu(), a.double()) and torch.equal(z, a.half())
+print("ok")
+''', env_extra={"FLAGOS_UNBOXED_OPS": "0"})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

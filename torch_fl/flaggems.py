@@ -81,11 +81,13 @@ _NEVER_ROUTED = {
     "copy_": "device changes are torch_fl's copy path; FlagGems' copy_ assumes CUDA on both sides",
 }
 
-# Ops that torch_fl's own kernel routes only in part, so the routing kernel
-# must not claim them: FlagGems' function serves what that kernel hands it.
-# A cast within one flagos device (tensor.to(dtype), autocast's casts) is a
-# routed _to_copy (csrc/aten/Unboxed.cpp); a cast that changes the device
-# stays torch_fl's copy path.
+# Ops that torch_fl's own unboxed kernel routes only in part: FlagGems'
+# function serves what that kernel hands it, and claim_ops() leaves the op
+# to that kernel (ours already). A cast within one flagos device
+# (tensor.to(dtype), autocast's casts) is a routed _to_copy
+# (csrc/aten/Unboxed.cpp); a cast that changes the device stays torch_fl's
+# copy path. Without the unboxed kernel the routing kernel would claim it,
+# device changes included: then FlagGems serves none of it.
 _PARTLY_ROUTED = ("_to_copy",)
 
 
@@ -146,7 +148,7 @@ def _install(items: List[Tuple[str, Callable]]) -> None:
                      "FLAGOS_UNBOXED_OPS=0 turned that kernel off" for n in _PARTLY_ROUTED if n not in unboxed})
     _EXCLUDED.update({n: never[n] for n, _ in items if n in never})
     items = [(n, fn) for n, fn in items if n not in never]
-    names = [name for name, _ in items if name not in _PARTLY_ROUTED]
+    names = [name for name, _ in items]
     refused = dict(_C._claim_ops(names))
     _EXCLUDED.update(refused)
     for name, fn in items:
