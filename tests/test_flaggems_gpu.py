@@ -112,6 +112,14 @@ REPLAYED = {
     "sum.dim_IntList transposed": ("sum.dim_IntList", lambda a, b: a.t().sum(0)),
     # ... and copies of a permuted view (FlagGems' dim_compress): the replay copies the same view.
     "sum.dim_IntList over two dims": ("sum.dim_IntList", lambda a, b: a.view(8, 8, 128).sum((0, 2))),
+    # Reduced dims together in memory: one dim of a view, no copy (torch_fl/_flaggems_adapters.py).
+    "sum.dim_IntList over leading dims": ("sum.dim_IntList", lambda a, b: a.view(8, 8, 128).sum((0, 1), keepdim=True)),
+    "sum.dim_IntList of a heads transpose": ("sum.dim_IntList",
+                                             lambda a, b: a.view(2, 4, 8, 128).transpose(1, 2).sum((0, 1, 2), keepdim=True)),
+    # Exponents 1, 2 and 3 as CUDA computes them (a copy, multiplications), others on FlagGems' pow.
+    "pow.Tensor_Scalar cubed": ("pow.Tensor_Scalar", lambda a, b: a.pow(3)),
+    "pow.Tensor_Scalar to the first": ("pow.Tensor_Scalar", lambda a, b: a.pow(1.0)),
+    "pow.Tensor_Scalar square root": ("pow.Tensor_Scalar", lambda a, b: a.abs().pow(0.5)),
     # Kernels that accumulate (atomic adds) into memory the function zeroed:
     # the replay zeroes it again. Both run once a training step (the loss,
     # the embedding's gradient), in float32 under bf16 autocast.
@@ -294,3 +302,46 @@ def test_casts_within_one_device_take_flaggems_and_match_torch_cuda(name):
     assert routing.stats()["_to_copy"] == {route: 3}, routing.stats()["_to_copy"]
     if route == "flagos" and make().numel():
         assert flaggems.launcher_stats()["_to_copy"]["replayed"] - replays == 2, flaggems.launcher_stats()["_to_copy"]
+
+
+# (op, call, copies a replay makes): what torch_fl's wrappers of FlagGems'
+# functions hand its kernels, as a Qwen3 training step calls them.
+ADAPTED = {
+    "RMSNorm weight gradient": ("sum.dim_IntList", lambda x: x.sum((0, 1), keepdim=True), 0),
+    "q/k norm weight gradient": ("sum.dim_IntList", lambda x: x.view(2, 64, 8, 128).transpose(1, 2)
+                                 .sum((0, 1, 2), keepdim=True), 0),
+    "dims apart (FlagGems copies)": ("sum.dim_IntList", lambda x: x.sum((0, 2)), 1),
+    "RMSNorm square": ("pow.Tensor_Scalar", lambda x: x.pow(2), 0),
+    "rsqrt backward cube": ("pow.Tensor_Scalar", lambda x: x.pow(3), 0),
+    "pow backward first power": ("pow.Tensor_Scalar", lambda x: x.pow(1.0), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(ADAPTED))
+def test_adapted_functions_replay_without_copies_and_match_torch_cuda(name):
+    op, fn, copies = ADAPTED[name]
+    if op not in flaggems.available_ops():
+        pytest.skip(f"FlagGems does not serve {op} here")
+    flaggems.forget_launches(op)
+    g = torch.Generator().manual_seed(4)
+    with routing.override_ops({op: "flagos"}):
+        # A record, then replays (a first call that autotunes is recorded at the next).
+        for _ in range(3):
+            x = torch.randn(2, 512, 1024, generator=g)
+            got = fn(x.to("flagos"))
+            expected = fn(x.cuda())
+            if op == "pow.Tensor_Scalar":  # the same float32 multiplications as CUDA's
+                assert_flagos_close(got, expected, exact=True)
+            else:
+                assert_flagos_close(got, expected, rtol=1.3e-6, atol=1e-3)
+            assert got.is_contiguous() and got.stride() == expected.stride()
+        x = x.to("flagos")
+        torch_fl._C._launcher_keep_launches(True)
+        try:
+            fn(x)
+            kept = torch_fl._C._launcher_kept_launches()
+        finally:
+            torch_fl._C._launcher_keep_launches(False)
+    assert flaggems.launcher_stats()[op]["python"] == 0, flaggems.launcher_stats()[op]
+    # A copy the replay makes is kept as a step of function 0.
+    assert sum(k[0] == 0 for k in kept) == copies, kept

@@ -27,11 +27,10 @@ runs the Python function; ``FLAGOS_FLAGGEMS_LAUNCHER=0`` or
 
 ``FLAGOS_DISABLE_FLAGGEMS_PY=1`` keeps every FlagGems function out.
 """
-import functools
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
-from . import _C, _launch_capture
+from . import _C, _flaggems_adapters, _launch_capture
 
 _FUNCTIONS: Dict[str, Callable] = {}   # op name -> FlagGems function, live here
 _EXCLUDED: Dict[str, str] = {}         # op name -> why it stays native
@@ -91,15 +90,6 @@ _NEVER_ROUTED = {
 _PARTLY_ROUTED = ("_to_copy",)
 
 
-# FlagGems 5.0.2 functions that read a tensor argument as a flat array from
-# its data pointer whatever its strides, so they get contiguous tensors (a
-# copy only where one is not). The softmax backwards read `output` flat:
-# FlagGems' own _safe_softmax over a non-last dim returns a permuted, strided
-# result, and the pair gave input gradients 19x off (H200, the sweep's
-# _safe_softmax OpInfo), while each alone passed.
-_READS_FLAT = ("_softmax_backward_data", "_log_softmax_backward_data")
-
-
 # FlagGems 5.0.2 kernels that are right, or fast, only for flat operands:
 # every tensor contiguous and of one shape. Other calls of these ops go to
 # the vendor's kernel (FlagGemsBridge.cpp), wherever the op is routed.
@@ -129,13 +119,6 @@ def flat_operand_ops() -> Dict[str, str]:
     tensor contiguous, one shape; for mul.Tensor one dtype as well); the
     vendor's kernel serves the rest. With the reason per op."""
     return {op: why for op, why in _FLAT_OPERANDS.items() if op in _FUNCTIONS}
-
-
-def _with_contiguous_tensors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        return fn(*(a.contiguous() if hasattr(a, "is_contiguous") else a for a in args), **kwargs)
-    return call
 
 
 def _install(items: List[Tuple[str, Callable]]) -> None:
@@ -202,7 +185,7 @@ def setup() -> None:
         return
     global _LAUNCHER_HOOK
     _LAUNCHER_HOOK = _launch_capture.install_triton_hook() or ""
-    _install([(n, _with_contiguous_tensors(fn) if n in _READS_FLAT else fn) for n, fn in items])
+    _install(_flaggems_adapters.adapt(items))
     flat = flat_operand_ops()
     _C._set_flaggems_flat_operand_ops(sorted(flat), [op for op in _ONE_DTYPE if op in flat])
 
