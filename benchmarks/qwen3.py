@@ -310,13 +310,13 @@ def launcher_totals() -> dict:
     FlagGems' Python, and first calls served by the vendor's kernel, with the
     ops that ran Python most and why."""
     stats = torch_fl._flaggems.launcher_stats()
-    python = sorted(stats.items(), key=lambda kv: -(kv[1]["python"] + kv[1]["recorded"]))
+    python = sorted(stats.items(), key=lambda kv: -kv[1]["ran_python"])
     return {"vendor_calls": torch_fl._flaggems.vendor_calls(),
             "replayed": sum(s["replayed"] for s in stats.values()),
-            "python": sum(s["python"] + s["recorded"] for s in stats.values()),
+            "python": sum(s["ran_python"] for s in stats.values()),
             "on_vendor": sum(s["vendor"] for s in stats.values()),
-            "most_python": [(op, s["python"] + s["recorded"], s["signatures"], s["reason"])
-                            for op, s in python[:20] if s["python"] + s["recorded"]]}
+            "most_python": [(op, s["ran_python"], s["signatures"], s["reason"])
+                            for op, s in python[:20] if s["ran_python"]]}
 
 
 def main() -> None:

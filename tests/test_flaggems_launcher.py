@@ -204,6 +204,7 @@ def test_replay_without_python_after_one_record():
     assert out.device.type == "flagos" and out.shape == (6,) and out.dtype == torch.float32
     st = flaggems.launcher_stats()["add.Tensor"]
     assert (st["replayed"], st["recorded"], st["python"], st["replayable_signatures"]) == (1, 1, 0, 1), st
+    assert st["ran_python"] == st["recorded"] + st["python"], st
 
 @check
 def test_new_shape_scalar_alignment_or_setting_is_a_new_signature():

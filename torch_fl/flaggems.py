@@ -252,11 +252,15 @@ def launcher_hook_problem() -> str:
 
 def launcher_stats() -> Dict[str, dict]:
     """Per op: calls replayed without Python ("replayed"), calls recorded
-    ("recorded"), calls run in Python ("python"), first calls run on the
-    vendor's kernel ("vendor"), signatures seen ("signatures", and how many
-    replay), how often a full signature table was dropped ("flushed"), and
-    the last reason a signature could not be replayed."""
-    return _C._launcher_stats()
+    ("recorded"), calls run in Python without a record ("python"), both of
+    those ("ran_python"), first calls run on the vendor's kernel ("vendor"),
+    signatures seen ("signatures", and how many replay), how often a full
+    signature table was dropped ("flushed"), and the last reason a signature
+    could not be replayed."""
+    stats = _C._launcher_stats()
+    for s in stats.values():
+        s["ran_python"] = s["python"] + s["recorded"]
+    return stats
 
 
 def forget_launches(op: str = "") -> None:

@@ -608,7 +608,7 @@ def _launcher_counts() -> Dict[str, Dict[str, int]]:
     FlagGems' Python (recorded ones included) and served by the vendor."""
     from torch_fl import flaggems
 
-    return {op: {"replayed": s["replayed"], "python": s["python"] + s["recorded"], "vendor": s["vendor"]}
+    return {op: {"replayed": s["replayed"], "python": s["ran_python"], "vendor": s["vendor"]}
             for op, s in flaggems.launcher_stats().items()}
 
 
