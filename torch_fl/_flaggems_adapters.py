@@ -5,7 +5,7 @@ views and FlagGems calls only, so the launcher records and replays it as it
 does FlagGems' functions (torch_fl/_launch_capture.py).
 """
 import functools
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -25,11 +25,12 @@ def with_contiguous_tensors(fn: Callable) -> Callable:
     return call
 
 
-def reduction_as_one_dim(t: torch.Tensor, dims: Sequence[int]) -> Optional[Tuple[torch.Tensor, int]]:
+def reduction_as_one_dim(t: torch.Tensor, dims: Sequence[int]) -> Optional[Tuple[torch.Tensor, int, Set[int]]]:
     """`t` viewed in its memory order with the reduced dims `dims` merged into
-    one, and that dim's index: (view, dim), so that a sum over `dim` of the
-    view is the sum over `dims` of `t`, its result laid out as torch lays out
-    the reduction's (contiguous, the kept dims in their order). None where no
+    one, that dim's index, and the reduced dims of `t` (non-negative):
+    (view, dim, reduced), so that a sum over `dim` of the view is the sum over
+    `dims` of `t`, its result laid out as torch lays out the reduction's
+    (contiguous, the kept dims in their order). None where no
     such view exists: `t` not dense (expanded, overlapping, gapped), the
     reduced dims apart in memory, or the kept ones out of their order."""
     if not isinstance(dims, (list, tuple)) or not dims or t.dim() == 0 or t.numel() == 0:
@@ -64,7 +65,7 @@ def reduction_as_one_dim(t: torch.Tensor, dims: Sequence[int]) -> Optional[Tuple
     strides = [1] * len(sizes)
     for i in range(len(sizes) - 2, -1, -1):
         strides[i] = strides[i + 1] * sizes[i + 1]
-    return t.as_strided(sizes, strides, t.storage_offset()), at[0]
+    return t.as_strided(sizes, strides, t.storage_offset()), at[0], reduced
 
 
 def sum_in_memory_order(sum_dim: Callable) -> Callable:
@@ -82,8 +83,7 @@ def sum_in_memory_order(sum_dim: Callable) -> Callable:
         plan = reduction_as_one_dim(inp, dim) if isinstance(inp, torch.Tensor) else None
         if plan is None:
             return sum_dim(inp, dim, keepdim, dtype=dtype)
-        view, at = plan
-        reduced = {d % inp.dim() for d in dim}
+        view, at, reduced = plan
         shape = [1 if d in reduced else n for d, n in enumerate(inp.shape) if keepdim or d not in reduced]
         return sum_dim(view, [at], False, dtype=dtype).view(shape)
     return call
